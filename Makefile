@@ -1,0 +1,50 @@
+# ssegate — make targets. `make test` is the whole suite CI runs.
+GO        ?= go
+BIN       := $(CURDIR)/.bin
+STATICCHECK_VERSION := v0.8.2
+# Seconds of fuzzing per target in `make test`; `make fuzz FUZZTIME=60s` for a long run.
+FUZZTIME  ?= 3s
+
+# package:FuzzTarget pairs run by `make fuzz`.
+FUZZ_TARGETS := \
+	./pkg/event:FuzzRoundTrip \
+	./pkg/event:FuzzDecode \
+	./pkg/protocol:FuzzDecodeLive \
+	./pkg/protocol:FuzzParseID
+
+.PHONY: build test unit lint fmt-check vet staticcheck fuzz bench clean
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+test: lint unit fuzz
+
+unit:
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+lint: fmt-check vet staticcheck
+
+fmt-check:
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck: $(BIN)/staticcheck
+	$(BIN)/staticcheck ./...
+
+$(BIN)/staticcheck:
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg > /tmp/ssegate-fuzz.log 2>&1 || { cat /tmp/ssegate-fuzz.log; exit 1; }; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin $(BIN)

@@ -1,0 +1,121 @@
+package protocol
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssegate/ssegate/pkg/event"
+)
+
+// publishSource is the publish script. It is the protocol: docs/protocol.md
+// quotes its contract, and a worker in any language may run it with EVAL.
+//
+//go:embed publish.lua
+var publishSource string
+
+// PublishScript is the atomic publish script of protocol version 1.
+var PublishScript = redis.NewScript(publishSource)
+
+// PublishSource returns the text of the publish script.
+func PublishSource() string { return publishSource }
+
+// Errors returned by the publish script (matched by their reply's first word).
+var (
+	ErrJobExists   = errors.New("job already registered")
+	ErrJobNotFound = errors.New("job not registered")
+	ErrJobFinished = errors.New("job already finished")
+	ErrBadArgs     = errors.New("publish script refused its arguments")
+)
+
+// scriptErrors maps the first word of a script error reply to its sentinel.
+var scriptErrors = map[string]error{
+	"SSEGATE_EXISTS":    ErrJobExists,
+	"SSEGATE_NOT_FOUND": ErrJobNotFound,
+	"SSEGATE_FINISHED":  ErrJobFinished,
+	"SSEGATE_BAD_ARGS":  ErrBadArgs,
+	"SSEGATE_VERSION":   ErrBadArgs,
+}
+
+// Op says whether a publish creates the job or adds to an existing one.
+type Op string
+
+// The publish operations.
+const (
+	OpRegister Op = "register" // create the job: the state hash must not exist
+	OpPublish  Op = "publish"  // add an event: the job must exist and not be finished
+)
+
+// Defaults of the publish arguments.
+const (
+	DefaultMaxLen    = 1000
+	DefaultRetention = time.Hour
+	DefaultStaleTTL  = 24 * time.Hour
+)
+
+// PublishArgs are the arguments of one publish. Data must already be the
+// event's JSON; the script adds the estimate to progress events whose data
+// has the member "estimatedRemainingMs":null.
+type PublishArgs struct {
+	Op     Op
+	Type   event.Type   // status, progress, error or complete
+	Status event.Status // status events only: pending or processing
+	Data   string       // the event's JSON (for complete: the CompleteRecord)
+	Report string       // complete only: the report JSON, or "" for none
+	Step   int          // progress only
+	Total  int          // progress only
+
+	MaxLen    int64         // approximate stream length kept; 0 means DefaultMaxLen
+	StaleTTL  time.Duration // expiry while the job runs; 0 means DefaultStaleTTL
+	Retention time.Duration // expiry after a terminal event; 0 means DefaultRetention
+	Sharded   bool          // SPUBLISH instead of PUBLISH (Redis Cluster sharded pub/sub)
+}
+
+// Publish runs the publish script for job and returns the new event's stream
+// ID. It makes one round trip (EVALSHA, or EVAL the first time a server sees
+// the script). Script refusals come back as ErrJobExists, ErrJobNotFound,
+// ErrJobFinished or ErrBadArgs, wrapped.
+func Publish(ctx context.Context, rdb redis.Scripter, keys Keys, job string, a PublishArgs) (string, error) {
+	if a.MaxLen <= 0 {
+		a.MaxLen = DefaultMaxLen
+	}
+	if a.StaleTTL <= 0 {
+		a.StaleTTL = DefaultStaleTTL
+	}
+	if a.Retention <= 0 {
+		a.Retention = DefaultRetention
+	}
+	pub := "PUBLISH"
+	if a.Sharded {
+		pub = "SPUBLISH"
+	}
+	res, err := PublishScript.Run(ctx, rdb,
+		[]string{keys.Events(job), keys.State(job), keys.Live(job)},
+		strconv.Itoa(Version), string(a.Op), string(a.Type), a.Data, string(a.Status), a.Report,
+		a.Step, a.Total, a.MaxLen, a.StaleTTL.Milliseconds(), a.Retention.Milliseconds(), pub,
+	).Text()
+	if err != nil {
+		return "", scriptError(err)
+	}
+	return res, nil
+}
+
+func scriptError(err error) error {
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		word, msg, _ := strings.Cut(rerr.Error(), " ")
+		if sentinel, ok := scriptErrors[word]; ok {
+			if sentinel == ErrBadArgs {
+				return fmt.Errorf("%w: %s", sentinel, msg)
+			}
+			return sentinel
+		}
+	}
+	return err
+}
