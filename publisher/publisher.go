@@ -8,6 +8,7 @@
 package publisher
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -156,12 +157,15 @@ func (j *Job) Progress(ctx context.Context, s Step) (string, error) {
 	}, event.NewProgress(j.id, s.Step, s.Total, s.Name, j.p.opts.now()))
 }
 
-// Complete finishes the job. report is the report's JSON, or nil for none;
-// it is stored in the job's state hash only, and gateways send it to the
-// clients that ask for it.
+// Complete finishes the job. report is the report's JSON, or nil (or JSON
+// null) for none; it is stored in the job's state hash only, and gateways
+// send it to the clients that ask for it.
 func (j *Job) Complete(ctx context.Context, reportID string, report json.RawMessage) (string, error) {
 	if reportID == "" {
 		return "", j.wrap("complete", ErrInvalidReportID)
+	}
+	if string(bytes.TrimSpace(report)) == "null" {
+		report = nil // a JSON null is no report
 	}
 	if report != nil {
 		if len(report) > j.p.opts.reportMaxBytes {

@@ -152,6 +152,15 @@ func TestOptions(t *testing.T) {
 		if _, err := job.Complete(ctx, "r", json.RawMessage(`{"too":"large!"}`)); !errors.Is(err, publisher.ErrReportTooLarge) {
 			t.Errorf("large report: %v", err)
 		}
+		if _, err := p.Job("n").Register(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Job("n").Complete(ctx, "r", json.RawMessage(` null `)); err != nil {
+			t.Fatal(err)
+		}
+		if st := rdb.HGetAll(ctx, k.State("n")).Val(); st["report"] != "" || !strings.Contains(st["result"], `"hasReport":false`) {
+			t.Errorf("a null report was stored: %v", st)
+		}
 		if _, err := job.Complete(ctx, "r", json.RawMessage(`[1]`)); err != nil {
 			t.Fatal(err)
 		}

@@ -8,7 +8,8 @@
 //	ssepub [...] JOB fail --code C --message M [--retryable]
 //
 // REDIS_URL and SSEGATE_KEY_PREFIX are the defaults of the flags. Errors go to
-// stderr; the exit status is 1 for a failed publish and 2 for a usage error.
+// stderr; the exit status is 1 for a failed publish and 2 for a usage or
+// input error (found before anything reaches Redis).
 package main
 
 import (
@@ -27,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ssegate/ssegate/pkg/event"
+	"github.com/ssegate/ssegate/pkg/protocol"
 	"github.com/ssegate/ssegate/publisher"
 )
 
@@ -49,6 +51,8 @@ SSEGATE_KEY_PREFIX (default ssegate).
 var errUsage = errors.New("usage")
 
 func main() {
+	// go-redis logs dial failures itself; the error we print says it all.
+	redis.SetLogger(quietLogger{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
@@ -93,6 +97,9 @@ func publish(ctx context.Context, args []string, getenv func(string) string, std
 		return "", usageErr("want JOB and COMMAND")
 	}
 	jobID, command, cmdArgs := rest[0], rest[1], rest[2:]
+	if !protocol.ValidJobID(jobID) {
+		return "", usageErr("%v, got %q", protocol.ErrInvalidJobID, jobID)
+	}
 
 	opts, err := redis.ParseURL(*redisURL)
 	if err != nil {
@@ -158,10 +165,10 @@ func parseCommand(command string, args []string, stdin io.Reader) (call, error) 
 		if *reportFile != "" {
 			b, err := readReport(*reportFile, stdin)
 			if err != nil {
-				return nil, err
+				return nil, usageErr("--report: %v", err)
 			}
 			if !json.Valid(b) {
-				return nil, fmt.Errorf("report %s: %w", *reportFile, publisher.ErrInvalidReport)
+				return nil, usageErr("--report %s: %v", *reportFile, publisher.ErrInvalidReport)
 			}
 			report = b
 		}
@@ -187,6 +194,9 @@ func parseCommand(command string, args []string, stdin io.Reader) (call, error) 
 // parseAll parses flags and wants exactly n positional arguments.
 func parseAll(fs *flag.FlagSet, args []string, n int) error {
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
 		return usageErr("%s: %v", fs.Name(), err)
 	}
 	if fs.NArg() != n {
@@ -208,3 +218,8 @@ func envOr(getenv func(string) string, key, def string) string {
 	}
 	return def
 }
+
+// quietLogger drops go-redis's internal log lines.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}

@@ -121,6 +121,8 @@ func TestReportFromStdinAndFail(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	_ = os.WriteFile(bad, []byte(`{"a":`), 0o600)
 	// Nothing listens here: a usage error must be found before any dial.
 	env := map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0"}
 	tests := []struct {
@@ -141,6 +143,9 @@ func TestUsageErrors(t *testing.T) {
 		{"progress not a number", []string{"job", "progress", "--step", "x", "--total", "3"}, "invalid value"},
 		{"complete no id", []string{"job", "complete"}, "--report-id"},
 		{"fail no code", []string{"job", "fail", "--message", "m"}, "--code and --message"},
+		{"invalid job ID", []string{"a/b", "register"}, "invalid job ID"},
+		{"missing report file", []string{"job", "complete", "--report-id", "r", "--report", "/nonexistent/x.json"}, "no such file"},
+		{"invalid report", []string{"job", "complete", "--report-id", "r", "--report", bad}, "not valid JSON"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,8 +156,10 @@ func TestUsageErrors(t *testing.T) {
 			}
 		})
 	}
-	if r := ssepub(t, env, "", "--help"); r.code != 0 || !strings.Contains(r.stdout, "usage: ssepub") {
-		t.Errorf("--help: %+v", r)
+	for _, args := range [][]string{{"--help"}, {"job", "progress", "--help"}} {
+		if r := ssepub(t, env, "", args...); r.code != 0 || !strings.Contains(r.stdout, "usage: ssepub") {
+			t.Errorf("%v: %+v", args, r)
+		}
 	}
 }
 
@@ -160,17 +167,18 @@ func TestRuntimeErrors(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	env := map[string]string{"REDIS_URL": srv.URL()}
-	bad := filepath.Join(t.TempDir(), "bad.json")
-	_ = os.WriteFile(bad, []byte(`{"a":`), 0o600)
 	tests := []struct {
 		name string
 		args []string
 		want string
 	}{
-		{"invalid job ID", []string{"a/b", "register"}, "invalid job ID"},
 		{"unregistered", []string{"ghost", "status", "processing"}, "not registered"},
-		{"missing report file", []string{"ghost", "complete", "--report-id", "r", "--report", "/nonexistent/x.json"}, "no such file"},
-		{"invalid report", []string{"ghost", "complete", "--report-id", "r", "--report", bad}, "not valid JSON"},
+		{"finished", []string{"done", "status", "processing"}, "already finished"},
+	}
+	for _, args := range [][]string{{"done", "register"}, {"done", "fail", "--code", "X", "--message", "x"}} {
+		if r := ssepub(t, env, "", args...); r.code != 0 {
+			t.Fatalf("%v: %+v", args, r)
+		}
 	}
 	for _, tt := range tests {
 		r := ssepub(t, env, "", tt.args...)

@@ -30,9 +30,10 @@ type Decoder struct {
 	buf      []byte
 	pos, end int
 	readErr  error
-	started  bool // the BOM check is done
-	skipLF   bool // the last line ended with CR: a following LF belongs to it
-	lastID   string
+	started  bool   // the BOM check is done
+	skipLF   bool   // the last line ended with CR: a following LF belongs to it
+	idBuf    string // the "last event ID buffer": the latest id field
+	lastID   string // the "last event ID string": idBuf as of the latest blank line
 	retry    time.Duration
 	data     []byte
 	event    []byte
@@ -51,9 +52,18 @@ func NewDecoderSize(r io.Reader, max int) *Decoder {
 	return &Decoder{r: r, max: max, buf: make([]byte, 4096)}
 }
 
-// LastEventID returns the stream's last event ID: the value of the latest id
-// field, which persists across events.
+// LastEventID returns the stream's last event ID as a browser's EventSource
+// would send it on reconnect: the latest id field, taken at each blank line
+// (so an id in an unfinished block does not count yet). It persists across
+// events.
 func (d *Decoder) LastEventID() string { return d.lastID }
+
+// SetLastEventID seeds the last event ID of a new connection with the one
+// the client resumes from, as browsers do. (The WHATWG text starts each
+// connection's buffer empty, so a blank line before the first id would
+// clear it; servers should not rely on either, and ssegate's repeats the
+// resume point first.)
+func (d *Decoder) SetLastEventID(id string) { d.idBuf, d.lastID = id, id }
 
 // Retry returns the latest valid retry hint, or 0 if none was received.
 func (d *Decoder) Retry() time.Duration { return d.retry }
@@ -102,7 +112,7 @@ func (d *Decoder) field(line []byte) {
 		d.dataSeen = true
 	case "id":
 		if bytes.IndexByte(value, 0) < 0 {
-			d.lastID = string(value)
+			d.idBuf = string(value)
 		}
 	case "retry":
 		if len(value) > 0 && allDigits(value) {
@@ -119,6 +129,7 @@ func (d *Decoder) dispatch() (Message, bool) {
 	defer func() {
 		d.data, d.event, d.inEvent, d.dataSeen = d.data[:0], d.event[:0], 0, false
 	}()
+	d.lastID = d.idBuf
 	if !d.dataSeen {
 		return Message{}, false
 	}

@@ -207,3 +207,29 @@ func NewHeartbeat(now time.Time) HeartbeatEvent {
 func NewReset(jobID, reason string, now time.Time) ResetEvent {
 	return ResetEvent{Type: TypeReset, JobID: jobID, Reason: reason, Timestamp: At(now)}
 }
+
+// Event is implemented by every event struct: its SSE event name.
+type Event interface {
+	EventType() Type
+}
+
+// EventType implements Event.
+func (StatusEvent) EventType() Type { return TypeStatus }
+
+// EventType implements Event.
+func (ProgressEvent) EventType() Type { return TypeProgress }
+
+// EventType implements Event.
+func (ErrorEvent) EventType() Type { return TypeError }
+
+// EventType implements Event.
+func (CompleteEvent) EventType() Type { return TypeComplete }
+
+// EventType implements Event.
+func (CompleteRecord) EventType() Type { return TypeComplete }
+
+// EventType implements Event.
+func (HeartbeatEvent) EventType() Type { return TypeHeartbeat }
+
+// EventType implements Event.
+func (ResetEvent) EventType() Type { return TypeReset }

@@ -138,6 +138,22 @@ func TestDecoderWHATWG(t *testing.T) {
 	}
 }
 
+func TestDecoderLastEventIDAtBlankLine(t *testing.T) {
+	t.Parallel()
+	d := NewDecoder(strings.NewReader("id: 1\ndata: a\n\nid: 2\n\nid: 3\ndata: c\n"))
+	if m, err := d.Next(); err != nil || m.ID != "1" || d.LastEventID() != "1" {
+		t.Fatalf("first = %+v, %v, last %q", m, err, d.LastEventID())
+	}
+	if _, err := d.Next(); err != io.EOF {
+		t.Fatalf("err = %v, want EOF", err)
+	}
+	// "id: 2" was ended by a blank line (no event, but the ID counts);
+	// "id: 3" was not: a browser would resume from 2.
+	if got := d.LastEventID(); got != "2" {
+		t.Errorf("LastEventID = %q, want 2", got)
+	}
+}
+
 func TestDecoderLimit(t *testing.T) {
 	t.Parallel()
 	big := "data: " + strings.Repeat("x", 200) + "\n\n"

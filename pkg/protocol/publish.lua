@@ -19,9 +19,19 @@
 
 local events, state, live = KEYS[1], KEYS[2], KEYS[3]
 local op, etype, data, status, report = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local step, total = tonumber(ARGV[7]), tonumber(ARGV[8])
-local maxlen, stale, retention = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local pub = ARGV[12]
+
+-- whole returns the number of a decimal integer argument, or nil: "1.5",
+-- "1e3" or "0x10" would pass tonumber but fail XADD or PEXPIRE half-way.
+local function whole(s)
+  if type(s) == 'string' and string.match(s, '^%d+$') then
+    return tonumber(s)
+  end
+  return nil
+end
+
+local step, total = whole(ARGV[7]), whole(ARGV[8])
+local maxlen, stale, retention = whole(ARGV[9]), whole(ARGV[10]), whole(ARGV[11])
 
 -- int formats a whole number without an exponent, on every Lua.
 local function int(x)
@@ -36,7 +46,7 @@ if ARGV[1] ~= '1' then
   return redis.error_reply('SSEGATE_VERSION unsupported protocol version ' .. tostring(ARGV[1]))
 end
 if not (maxlen and maxlen > 0 and stale and stale > 0 and retention and retention > 0) then
-  return refuse('stream length and expiries must be positive numbers')
+  return refuse('stream length and expiries must be positive whole numbers')
 end
 if pub ~= 'PUBLISH' and pub ~= 'SPUBLISH' then
   return refuse('publish command must be PUBLISH or SPUBLISH')
@@ -92,7 +102,7 @@ elseif etype == 'progress' then
   local hole = '"estimatedRemainingMs":null'
   local at = string.find(data, hole, 1, true)
   if at and step > 0 then
-    local started = tonumber(redis.call('HGET', state, 'started_at') or redis.call('HGET', state, 'created_at') or now)
+    local started = tonumber(redis.call('HGET', state, 'started_at') or redis.call('HGET', state, 'created_at')) or now
     local eta = 0
     if step < total then
       eta = math.max(0, math.floor((now - started) / step * (total - step)))
@@ -100,6 +110,12 @@ elseif etype == 'progress' then
     data = string.sub(data, 1, at - 1) .. '"estimatedRemainingMs":' .. int(eta) .. string.sub(data, at + string.len(hole))
   end
   fields = {'status', 'processing', 'progress', data}
+  if redis.call('HEXISTS', state, 'started_at') == 0 then
+    -- Progress without a processing status: the job has been processing
+    -- since it was created, as far as anyone can tell.
+    table.insert(fields, 'started_at')
+    table.insert(fields, redis.call('HGET', state, 'created_at') or int(now))
+  end
 elseif etype == 'error' then
   fields = {'status', 'failed', 'result', data}
   terminal = true

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -222,6 +223,24 @@ func TestPublishRefusals(t *testing.T) {
 				t.Errorf("%+v: err = %v, want ErrBadArgs", a, err)
 			}
 		}
+		// Numbers that Lua's tonumber takes but XADD or PEXPIRE refuse must
+		// be refused before anything is written.
+		data := mustJSON(t, event.NewStatus("j", event.StatusProcessing, time.Now()))
+		for i, argv := range [][]any{
+			{"1", "publish", "status", data, "processing", "", 0, 0, "1.5", 60000, 60000, "PUBLISH"},
+			{"1", "publish", "status", data, "processing", "", 0, 0, 100, "1e3", 60000, "PUBLISH"},
+			{"1", "publish", "status", data, "processing", "", 0, 0, 100, 60000, "0x10", "PUBLISH"},
+			{"1", "publish", "status", data, "processing", "", 0, 0, 100, 60000, 60000, "XADD"},
+			{"2", "publish", "status", data, "processing", "", 0, 0, 100, 60000, 60000, "PUBLISH"},
+		} {
+			err := protocol.PublishScript.Run(ctx, rdb, []string{keys.Events("j"), keys.State("j"), keys.Live("j")}, argv...).Err()
+			if err == nil || !strings.HasPrefix(err.Error(), "SSEGATE_") {
+				t.Errorf("raw argv %d: err = %v, want a SSEGATE_ refusal", i, err)
+			}
+		}
+		if ttl := rdb.PTTL(ctx, keys.State("j")).Val(); ttl <= 0 {
+			t.Errorf("refusals left the state without expiry: %v", ttl)
+		}
 		if after := rdb.XLen(ctx, keys.Events("j")).Val(); after != before {
 			t.Errorf("refused publishes changed the stream: %d -> %d entries", before, after)
 		}
@@ -339,6 +358,24 @@ func TestEstimateFromRedisClock(t *testing.T) {
 		}
 		if got := estimate(4, 4); got == nil || *got != 0 {
 			t.Errorf("estimate at the last step = %v, want 0", got)
+		}
+
+		// Progress with no processing status counts from registration, and a
+		// late processing status does not restart the clock mid-job.
+		job = "eta-no-status"
+		register(t, rdb, job)
+		if _, err := progress(t, rdb, job, 1, 2, protocol.PublishArgs{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := protocol.Publish(ctx, rdb, keys, job, protocol.PublishArgs{
+			Op: protocol.OpPublish, Type: event.TypeStatus, Status: event.StatusProcessing,
+			Data: mustJSON(t, event.NewStatus(job, event.StatusProcessing, time.Now())),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		st := rdb.HGetAll(ctx, keys.State(job)).Val()
+		if st["started_at"] == "" || st["started_at"] != st["created_at"] {
+			t.Errorf("started_at = %q, created_at = %q; want equal", st["started_at"], st["created_at"])
 		}
 	})
 }

@@ -1,0 +1,253 @@
+// Command gateway runs an ssegate gateway: Server-Sent Events streams of job
+// progress, fanned out from Redis.
+//
+// Every flag has an environment twin (see --help). With no Redis URL it
+// starts an embedded in-memory Redis (miniredis) on --embedded-redis-addr, so
+// `go run ./cmd/gateway` works alone; publish to it with
+// `ssepub --redis-url redis://127.0.0.1:6380/0`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssegate/ssegate/gateway"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the settings that are not gateway.Config fields.
+type options struct {
+	redisURL     string
+	redisMode    string
+	embeddedAddr string
+	logLevel     string
+	logFormat    string
+	maxConns     int
+	maxJobConns  int
+	corsOrigins  string
+}
+
+// envTwins maps each flag to its environment variable.
+var envTwins = map[string]string{
+	"addr":                    "SSEGATE_ADDR",
+	"redis-url":               "REDIS_URL",
+	"redis-mode":              "SSEGATE_REDIS_MODE",
+	"embedded-redis-addr":     "SSEGATE_EMBEDDED_REDIS_ADDR",
+	"key-prefix":              "SSEGATE_KEY_PREFIX",
+	"heartbeat":               "SSEGATE_HEARTBEAT",
+	"default-timeout":         "SSEGATE_DEFAULT_TIMEOUT",
+	"max-timeout":             "SSEGATE_MAX_TIMEOUT",
+	"retry":                   "SSEGATE_RETRY",
+	"max-connections":         "SSEGATE_MAX_CONNECTIONS",
+	"max-connections-per-job": "SSEGATE_MAX_CONNECTIONS_PER_JOB",
+	"client-buffer":           "SSEGATE_CLIENT_BUFFER",
+	"write-timeout":           "SSEGATE_WRITE_TIMEOUT",
+	"send-buffer":             "SSEGATE_SEND_BUFFER",
+	"report-max-bytes":        "SSEGATE_REPORT_MAX_BYTES",
+	"cors-origins":            "SSEGATE_CORS_ORIGINS",
+	"shutdown-grace":          "SSEGATE_SHUTDOWN_GRACE",
+	"shutdown-timeout":        "SSEGATE_SHUTDOWN_TIMEOUT",
+	"pubsub-conns":            "SSEGATE_PUBSUB_CONNS",
+	"join-timeout":            "SSEGATE_JOIN_TIMEOUT",
+	"canary-interval":         "SSEGATE_CANARY_INTERVAL",
+	"redis-timeout":           "SSEGATE_REDIS_TIMEOUT",
+	"log-level":               "SSEGATE_LOG_LEVEL",
+	"log-format":              "SSEGATE_LOG_FORMAT",
+}
+
+// parseConfig reads flags over environment over defaults.
+func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) (gateway.Config, options, error) {
+	var cfg gateway.Config
+	var o options
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	fs.StringVar(&cfg.Addr, "addr", gateway.DefaultAddr, "listen address")
+	fs.StringVar(&o.redisURL, "redis-url", "", "Redis URL (redis://, rediss://, unix://); empty: embedded in-memory Redis")
+	fs.StringVar(&o.redisMode, "redis-mode", "auto", "single, sentinel or cluster; auto: sentinel if the URL has master_name, else single")
+	fs.StringVar(&o.embeddedAddr, "embedded-redis-addr", "127.0.0.1:6380", "address of the embedded Redis when no Redis URL is set")
+	fs.StringVar(&cfg.KeyPrefix, "key-prefix", "ssegate", "Redis key prefix (publishers must use the same)")
+	fs.DurationVar(&cfg.Heartbeat, "heartbeat", gateway.DefaultHeartbeat, "heartbeat interval on open streams")
+	fs.DurationVar(&cfg.DefaultTimeout, "default-timeout", gateway.DefaultStreamTimeout, "stream timeout when the client names none")
+	fs.DurationVar(&cfg.MaxTimeout, "max-timeout", gateway.DefaultMaxStreamTimeout, "largest stream timeout a client may ask for")
+	fs.DurationVar(&cfg.Retry, "retry", gateway.DefaultRetry, "reconnection hint sent as the SSE retry field")
+	fs.IntVar(&o.maxConns, "max-connections", gateway.DefaultMaxConnections, "open streams per instance; 0: unlimited")
+	fs.IntVar(&o.maxJobConns, "max-connections-per-job", gateway.DefaultMaxConnectionsPerJob, "open streams per job per instance; 0: unlimited")
+	fs.IntVar(&cfg.ClientBuffer, "client-buffer", gateway.DefaultClientBuffer, "events queued per client before it is cut as slow")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", gateway.DefaultWriteTimeout, "longest write to a client before it is cut as slow")
+	fs.IntVar(&cfg.SendBuffer, "send-buffer", 0, "SO_SNDBUF of client connections in bytes; 0: OS default (autotuned)")
+	fs.IntVar(&cfg.ReportMaxBytes, "report-max-bytes", gateway.DefaultReportMaxBytes, "largest report sent in a complete event")
+	fs.StringVar(&o.corsOrigins, "cors-origins", "*", "comma-separated allowed origins; * for any (without credentials)")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", gateway.DefaultShutdownGrace, "time over which streams are closed in waves on shutdown")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "bound of the whole shutdown (default: shutdown-grace + 5s)")
+	fs.IntVar(&cfg.PubSubConns, "pubsub-conns", gateway.DefaultPubSubConns, "Redis pub/sub connections shared by all jobs")
+	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", gateway.DefaultJoinTimeout, "how long a new stream waits for its job's subscription")
+	fs.DurationVar(&cfg.CanaryInterval, "canary-interval", gateway.DefaultCanaryInterval, "interval of the pub/sub delivery canary")
+	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", gateway.DefaultRedisTimeout, "bound of each Redis read")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: gateway [flags]\n\nEvery flag can also be set by its environment variable; flags win.\n\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			fmt.Fprintf(fs.Output(), "  --%s (%s, default %q)\n      %s\n", f.Name, envTwins[f.Name], f.DefValue, f.Usage)
+		})
+	}
+
+	for name, env := range envTwins {
+		if v := getenv(env); v != "" {
+			if err := fs.Set(name, v); err != nil {
+				return cfg, o, fmt.Errorf("%s=%q: %w", env, v, err)
+			}
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, o, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg.MaxConnections = unlimitedIfZero(o.maxConns)
+	cfg.MaxConnectionsPerJob = unlimitedIfZero(o.maxJobConns)
+	for _, origin := range strings.Split(o.corsOrigins, ",") {
+		if origin = strings.TrimSpace(origin); origin != "" {
+			cfg.CORSOrigins = append(cfg.CORSOrigins, origin)
+		}
+	}
+	if cfg.CORSOrigins == nil {
+		return cfg, o, errors.New("--cors-origins names no origin")
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, o, err
+	}
+	return cfg, o, nil
+}
+
+// unlimitedIfZero maps the flag's "0: unlimited" to the Config's negative.
+func unlimitedIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+func newLogger(level, format string, out io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(out, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(out, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
+}
+
+// newRedis connects to the configured Redis, or starts the embedded one.
+// The returned stop closes the client (and the embedded server).
+func newRedis(o options, log *slog.Logger) (redis.UniversalClient, func(), error) {
+	if o.redisURL == "" {
+		m := miniredis.NewMiniRedis()
+		if err := m.StartAddr(o.embeddedAddr); err != nil {
+			return nil, nil, fmt.Errorf("start embedded Redis on %s: %w", o.embeddedAddr, err)
+		}
+		log.Warn("no Redis URL set: using an embedded in-memory Redis (data is lost on exit; set REDIS_URL for a real one)",
+			"addr", m.Addr(), "publish_with", "ssepub --redis-url redis://"+m.Addr()+"/0 JOB ...")
+		rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+		return rdb, func() { _ = rdb.Close(); m.Close() }, nil
+	}
+	mode := o.redisMode
+	if mode == "auto" {
+		mode = "single"
+		if u, err := url.Parse(o.redisURL); err == nil && u.Query().Has("master_name") {
+			mode = "sentinel"
+		}
+	}
+	var rdb redis.UniversalClient
+	switch mode {
+	case "single":
+		opts, err := redis.ParseURL(o.redisURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--redis-url: %w", err)
+		}
+		rdb = redis.NewClient(opts)
+	case "sentinel":
+		opts, err := redis.ParseFailoverURL(o.redisURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--redis-url (sentinel): %w", err)
+		}
+		rdb = redis.NewFailoverClient(opts)
+	case "cluster":
+		opts, err := redis.ParseClusterURL(o.redisURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--redis-url (cluster): %w", err)
+		}
+		rdb = redis.NewClusterClient(opts)
+	default:
+		return nil, nil, fmt.Errorf("--redis-mode must be auto, single, sentinel or cluster, got %q", o.redisMode)
+	}
+	return rdb, func() { _ = rdb.Close() }, nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, o, err := parseConfig(args, getenv, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway: %v\n", err)
+		return 2
+	}
+	log, err := newLogger(o.logLevel, o.logFormat, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway: %v\n", err)
+		return 2
+	}
+	redis.SetLogger(redisLogger{log})
+	rdb, stop, err := newRedis(o, log)
+	if err != nil {
+		log.Error("redis", "err", err)
+		return 1
+	}
+	defer stop()
+	cfg.Logger = log
+	srv, err := gateway.New(cfg, rdb)
+	if err != nil {
+		log.Error("config", "err", err)
+		return 2
+	}
+	start := time.Now()
+	if err := srv.Run(ctx); err != nil {
+		log.Error("gateway stopped", "err", err)
+		return 1
+	}
+	log.Info("bye", "uptime", time.Since(start).Round(time.Second))
+	return 0
+}
+
+// redisLogger sends go-redis's internal messages to slog at debug level.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}

@@ -1,0 +1,186 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ssegate/ssegate/pkg/protocol"
+)
+
+// Config configures a gateway Server. The zero value of every field means its
+// default, written in the field's comment; New fills the defaults and
+// Validate names the first bad field.
+type Config struct {
+	// Addr is the listen address of Run. Default ":8080".
+	Addr string
+	// KeyPrefix is the Redis key prefix; publishers must use the same one.
+	// Default "ssegate".
+	KeyPrefix string
+
+	// Heartbeat is the interval of heartbeat events on an open stream.
+	// Default 30s.
+	Heartbeat time.Duration
+	// DefaultTimeout is how long a stream stays open when the client names
+	// no timeout; the client then reconnects with Last-Event-ID. Default 5m.
+	DefaultTimeout time.Duration
+	// MaxTimeout caps the timeout a client may ask for. Default 10m.
+	MaxTimeout time.Duration
+	// Retry is the reconnection delay hint (the SSE retry: field) sent first
+	// on every stream. Refusals and shutdown send it jittered. Default 2s.
+	Retry time.Duration
+
+	// MaxConnections limits open streams on this instance; beyond it new
+	// streams are refused as transient. Default 10000; negative: unlimited.
+	MaxConnections int
+	// MaxConnectionsPerJob limits open streams of one job on this instance.
+	// Default 1000; negative: unlimited.
+	MaxConnectionsPerJob int
+	// ClientBuffer is how many events may wait for one client. A client
+	// that falls further behind is disconnected and resumes from the
+	// stream. Default 64.
+	ClientBuffer int
+	// WriteTimeout bounds one write to a client; a client that does not
+	// read for this long is disconnected. Default 10s.
+	WriteTimeout time.Duration
+	// SendBuffer, when positive, sets the kernel send buffer (SO_SNDBUF) of
+	// every accepted connection, in bytes; Linux doubles it. A small one
+	// caps kernel memory per stream and makes a client that stopped reading
+	// visible sooner (an autotuned buffer can hide megabytes). Default 0:
+	// the OS default, autotuned.
+	SendBuffer int
+	// ReportMaxBytes is the largest report sent in a complete event; a larger
+	// one is announced with includeReport:false. Default 1 MiB.
+	ReportMaxBytes int
+
+	// CORSOrigins are the origins allowed to read streams and snapshots
+	// from a browser. Default ["*"] (any origin, without credentials).
+	CORSOrigins []string
+
+	// ShutdownGrace is the time over which open streams are closed in waves
+	// when the server shuts down, each told a jittered retry, so clients
+	// move to other instances without a reconnect storm. Default 5s.
+	ShutdownGrace time.Duration
+	// ShutdownTimeout bounds the whole shutdown, grace included.
+	// Default ShutdownGrace + 5s.
+	ShutdownTimeout time.Duration
+
+	// PubSubConns is the number of Redis pub/sub connections that the
+	// subscriptions of all jobs share. Default 4.
+	PubSubConns int
+	// JoinTimeout bounds how long a new stream waits for its job's
+	// subscription; after it the stream is refused as transient. Default 5s.
+	JoinTimeout time.Duration
+	// CanaryInterval is how often each pub/sub connection is proven to
+	// deliver by a message sent to itself through Redis; a connection that
+	// misses three in a row is reconnected and fails readiness. Default 2s.
+	CanaryInterval time.Duration
+	// RedisTimeout bounds each Redis read of a request. Default 3s.
+	RedisTimeout time.Duration
+
+	// Logger receives the gateway's logs. Default: discard.
+	Logger *slog.Logger
+	// Registry receives the gateway's metrics and is served on /metrics.
+	// Default: a new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+}
+
+// Defaults.
+const (
+	DefaultAddr                 = ":8080"
+	DefaultHeartbeat            = 30 * time.Second
+	DefaultStreamTimeout        = 5 * time.Minute
+	DefaultMaxStreamTimeout     = 10 * time.Minute
+	DefaultRetry                = 2 * time.Second
+	DefaultMaxConnections       = 10000
+	DefaultMaxConnectionsPerJob = 1000
+	DefaultClientBuffer         = 64
+	DefaultWriteTimeout         = 10 * time.Second
+	DefaultReportMaxBytes       = 1 << 20
+	DefaultShutdownGrace        = 5 * time.Second
+	DefaultPubSubConns          = 4
+	DefaultJoinTimeout          = 5 * time.Second
+	DefaultCanaryInterval       = 2 * time.Second
+	DefaultRedisTimeout         = 3 * time.Second
+)
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	setDefault(&c.Addr, DefaultAddr)
+	setDefault(&c.KeyPrefix, protocol.DefaultPrefix)
+	setDefault(&c.Heartbeat, DefaultHeartbeat)
+	setDefault(&c.DefaultTimeout, DefaultStreamTimeout)
+	setDefault(&c.MaxTimeout, DefaultMaxStreamTimeout)
+	setDefault(&c.Retry, DefaultRetry)
+	setDefault(&c.MaxConnections, DefaultMaxConnections)
+	setDefault(&c.MaxConnectionsPerJob, DefaultMaxConnectionsPerJob)
+	setDefault(&c.ClientBuffer, DefaultClientBuffer)
+	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&c.ReportMaxBytes, DefaultReportMaxBytes)
+	setDefault(&c.ShutdownGrace, DefaultShutdownGrace)
+	setDefault(&c.ShutdownTimeout, c.ShutdownGrace+5*time.Second)
+	setDefault(&c.PubSubConns, DefaultPubSubConns)
+	setDefault(&c.JoinTimeout, DefaultJoinTimeout)
+	setDefault(&c.CanaryInterval, DefaultCanaryInterval)
+	setDefault(&c.RedisTimeout, DefaultRedisTimeout)
+	if c.CORSOrigins == nil {
+		c.CORSOrigins = []string{"*"}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// Validate reports the first field that cannot work, after defaults.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"Heartbeat", c.Heartbeat}, {"DefaultTimeout", c.DefaultTimeout}, {"MaxTimeout", c.MaxTimeout},
+		{"Retry", c.Retry}, {"WriteTimeout", c.WriteTimeout}, {"ShutdownGrace", c.ShutdownGrace},
+		{"ShutdownTimeout", c.ShutdownTimeout}, {"JoinTimeout", c.JoinTimeout},
+		{"CanaryInterval", c.CanaryInterval}, {"RedisTimeout", c.RedisTimeout},
+	}
+	for _, p := range positive {
+		if p.d < 0 {
+			return fmt.Errorf("gateway: config %s must not be negative, got %v", p.name, p.d)
+		}
+	}
+	switch {
+	case c.DefaultTimeout > c.MaxTimeout:
+		return fmt.Errorf("gateway: config DefaultTimeout (%v) exceeds MaxTimeout (%v)", c.DefaultTimeout, c.MaxTimeout)
+	case c.ShutdownTimeout < c.ShutdownGrace:
+		return fmt.Errorf("gateway: config ShutdownTimeout (%v) is shorter than ShutdownGrace (%v)", c.ShutdownTimeout, c.ShutdownGrace)
+	case c.ClientBuffer < 1:
+		return fmt.Errorf("gateway: config ClientBuffer must be at least 1, got %d", c.ClientBuffer)
+	case c.SendBuffer < 0:
+		return fmt.Errorf("gateway: config SendBuffer must not be negative, got %d", c.SendBuffer)
+	case c.ReportMaxBytes < 0:
+		return fmt.Errorf("gateway: config ReportMaxBytes must not be negative, got %d", c.ReportMaxBytes)
+	case c.PubSubConns < 1 || c.PubSubConns > 256:
+		return fmt.Errorf("gateway: config PubSubConns must be 1-256, got %d", c.PubSubConns)
+	case c.Retry < time.Millisecond:
+		return fmt.Errorf("gateway: config Retry must be at least 1ms, got %v", c.Retry)
+	case len(c.CORSOrigins) == 0:
+		return errors.New("gateway: config CORSOrigins must name at least one origin (\"*\" for any)")
+	}
+	for _, o := range c.CORSOrigins {
+		if o == "" {
+			return errors.New("gateway: config CORSOrigins has an empty origin")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,380 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssegate/ssegate/pkg/event"
+	"github.com/ssegate/ssegate/pkg/protocol"
+)
+
+// Reasons a stream is refused as transient: the label of
+// ssegate_refused_streams_total, and the comment of a retry-only stream.
+const (
+	refuseDraining = "draining"
+	refuseFull     = "connection_limit"
+	refuseJobFull  = "job_connection_limit"
+	refuseRedis    = "redis_unavailable"
+)
+
+var refusals = map[string]struct{ code, msg string }{
+	refuseDraining: {CodeDraining, "this instance is shutting down; reconnect"},
+	refuseFull:     {CodeTooManyConnections, "this instance has too many open streams; reconnect later"},
+	refuseJobFull:  {CodeTooManyJobClients, "this job has too many open streams on this instance; reconnect later"},
+	refuseRedis:    {CodeRedisUnavailable, "Redis is unavailable; reconnect later"},
+}
+
+// handleStream serves GET /api/reports/:jobId/stream.
+func (s *Server) handleStream(c echo.Context) error {
+	req := c.Request()
+	job := c.Param("jobId")
+	if !protocol.ValidJobID(job) {
+		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
+	}
+	q, aerr := parseStreamQuery(req.URL.Query(), req.Header.Get("Last-Event-ID"), s.cfg.DefaultTimeout, s.cfg.MaxTimeout)
+	if aerr != nil {
+		return aerr
+	}
+	if s.hub.draining.Load() {
+		return s.refuse(c, refuseDraining)
+	}
+	if !s.admit() {
+		return s.refuse(c, refuseFull)
+	}
+	defer s.active.Add(-1)
+	ctx := req.Context()
+
+	// A first look without subscribing: unknown and finished jobs are
+	// answered from the state alone.
+	st, err := s.store.state(ctx, job)
+	if err != nil {
+		return s.redisFailed(c, "state", err)
+	}
+	if st == nil {
+		return &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
+	}
+	if st.status.Terminal() {
+		return s.streamFinished(c, job, q, st)
+	}
+
+	// A running job: attach to its live events first, then read where it
+	// stands, so nothing published in between is missed.
+	cl := newClient(s.cfg.ClientBuffer, q.includeReport)
+	js, err := s.hub.join(ctx, job, cl)
+	switch {
+	case errors.Is(err, errDraining):
+		return s.refuse(c, refuseDraining)
+	case errors.Is(err, errJobFull):
+		return s.refuse(c, refuseJobFull)
+	case errors.Is(err, errNotReady):
+		return s.refuse(c, refuseRedis)
+	case err != nil:
+		return nil // the client left while waiting
+	}
+	defer s.hub.leave(js, cl)
+
+	if st, err = s.store.state(ctx, job); err != nil {
+		return s.redisFailed(c, "state", err)
+	}
+	if st == nil {
+		return &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
+	}
+	if st.status.Terminal() {
+		return s.streamFinished(c, job, q, st)
+	}
+	var history []historyEntry
+	found := false
+	if q.resume {
+		entries, ok, err := s.store.after(ctx, job, q.lastID)
+		if err != nil {
+			return s.redisFailed(c, "replay", err)
+		}
+		history, found = s.history(job, entries), ok
+	}
+
+	w := s.open(c, job, q)
+	reason := reasonClientGone
+	defer func() { s.closed(c, job, w, reason) }()
+	switch {
+	case q.resume && found:
+		// Exactly the events after the client's, from the stream.
+		w.last = q.lastID
+		done, r := s.replay(ctx, w, job, q, history)
+		if done {
+			reason = r
+			return nil
+		}
+	case q.resume:
+		w.raw(s.resetEvent(job), event.TypeReset)
+		s.snapshot(w, job, st)
+	default:
+		s.snapshot(w, job, st)
+	}
+	if err := w.flush(); err != nil {
+		reason = w.failed(cl, err)
+		return nil
+	}
+	s.hub.started(js, cl, w.last)
+	reason = w.loop(ctx, cl, s.cfg.Heartbeat, q.timeout)
+	return nil
+}
+
+// streamFinished answers a stream request for a completed or failed job:
+// 204 to a client that already has the terminal event (an EventSource stops
+// reconnecting on it), else what the client misses, then close.
+func (s *Server) streamFinished(c echo.Context, job string, q streamQuery, st *jobState) error {
+	if q.resume && q.lastID == st.lastID {
+		return c.NoContent(http.StatusNoContent)
+	}
+	ctx := c.Request().Context()
+	var history []historyEntry
+	found := false
+	if q.resume {
+		entries, ok, err := s.store.after(ctx, job, q.lastID)
+		if err != nil {
+			return s.redisFailed(c, "replay", err)
+		}
+		history, found = s.history(job, entries), ok
+	}
+	w := s.open(c, job, q)
+	reason := reasonFinished
+	defer func() { s.closed(c, job, w, reason) }()
+	if q.resume && found {
+		w.last = q.lastID
+		if done, r := s.replay(ctx, w, job, q, history); done {
+			reason = r
+			return nil
+		}
+		// The stream ended before its terminal event: only if it expired
+		// while we read. Fall through to the result.
+	} else if q.resume {
+		w.raw(s.resetEvent(job), event.TypeReset)
+	}
+	if err := s.result(w, job, q, st); err != nil {
+		reason = w.failed(nil, err)
+		return nil
+	}
+	if err := w.flush(); err != nil {
+		reason = reasonClientGone
+	}
+	return nil
+}
+
+// historyEntry is a stream entry turned into a frame (or the error that
+// made it unreadable).
+type historyEntry struct {
+	f   *frame
+	err error
+}
+
+func (s *Server) history(job string, entries []redis.XMessage) []historyEntry {
+	out := make([]historyEntry, 0, len(entries))
+	for _, e := range entries {
+		id, typ, data, err := entryFields(e)
+		var f *frame
+		if err == nil {
+			f, err = s.enc.frame(job, id, typ, data, false)
+		}
+		out = append(out, historyEntry{f, err})
+	}
+	return out
+}
+
+// replay writes the stream entries after the client's Last-Event-ID, page
+// by page. It reports whether the stream is over (the terminal event was
+// written, or writing failed) and why.
+func (s *Server) replay(ctx context.Context, w *writer, job string, q streamQuery, page []historyEntry) (bool, string) {
+	for {
+		for _, h := range page {
+			if h.err != nil {
+				s.log.Warn("skipping unreadable stream entry", "job", job, "err", h.err)
+				continue
+			}
+			terminal, err := w.frame(h.f, q.includeReport, true)
+			if err != nil {
+				return true, w.failed(nil, err)
+			}
+			if terminal {
+				if err := w.flush(); err != nil {
+					return true, reasonClientGone
+				}
+				return true, reasonFinished
+			}
+		}
+		if len(page) < replayPage {
+			return false, ""
+		}
+		if err := w.flush(); err != nil {
+			return true, reasonClientGone
+		}
+		entries, err := s.store.page(ctx, job, w.last, replayPage)
+		if err != nil {
+			s.metrics.redisErrors.WithLabelValues("replay").Inc()
+			return true, reasonRedis // the client resumes from what it got
+		}
+		page = s.history(job, entries)
+	}
+}
+
+// snapshot writes where a running job stands: its status, then its latest
+// progress; the last of them carries the job's last event ID, so a resume
+// from it is exact.
+func (s *Server) snapshot(w *writer, job string, st *jobState) {
+	status, _ := json.Marshal(event.StatusEvent{
+		Type: event.TypeStatus, JobID: job, Status: st.status, Timestamp: event.At(st.updatedAt),
+	})
+	statusID := st.lastID
+	if st.progress != "" {
+		statusID = protocol.ID{}
+	}
+	if b, err := encode(statusID, event.TypeStatus, status); err == nil {
+		w.raw(b, event.TypeStatus)
+	}
+	if st.progress != "" {
+		if b, err := encode(st.lastID, event.TypeProgress, []byte(st.progress)); err == nil {
+			w.raw(b, event.TypeProgress)
+		}
+	}
+	w.last = st.lastID
+}
+
+// result writes the terminal event of a finished job, with its ID.
+func (s *Server) result(w *writer, job string, q streamQuery, st *jobState) error {
+	typ := event.TypeComplete
+	if st.status == event.StatusFailed {
+		typ = event.TypeError
+	}
+	f, err := s.enc.frame(job, st.lastID, typ, st.result, false)
+	if err != nil {
+		return err
+	}
+	w.last = protocol.ID{}
+	_, err = w.frame(f, q.includeReport, false)
+	return err
+}
+
+func (s *Server) resetEvent(job string) []byte {
+	b, _ := encodeJSON(protocol.ID{}, event.NewReset(job, event.ResetHistoryTrimmed, time.Now()))
+	return b
+}
+
+// open starts a 200 event stream: headers, then the retry hint, flushed at
+// once so the client knows the stream is up.
+func (s *Server) open(c echo.Context, job string, q streamQuery) *writer {
+	setStreamHeaders(c)
+	c.Response().WriteHeader(http.StatusOK)
+	w := &writer{out: newResponseSink(c.Response()), writeTimeout: s.cfg.WriteTimeout, metrics: s.metrics}
+	if q.resume {
+		// Repeat the resume point: a parser that starts each connection
+		// with an empty ID would otherwise forget it at the first blank
+		// line, and resume from nothing next time.
+		hint, _ := (&event.Message{Retry: s.cfg.Retry, ID: q.lastID.String()}).Bytes()
+		w.write(hint)
+	} else {
+		w.write(s.retryHint)
+	}
+	_ = w.flush()
+	s.metrics.opened.Inc()
+	s.metrics.connections.Inc()
+	s.log.Debug("stream opened", "job", job, "remote", c.RealIP(), "resume", q.resume, "last_event_id", lastIDAttr(q))
+	return w
+}
+
+func (s *Server) closed(c echo.Context, job string, w *writer, reason string) {
+	s.metrics.connections.Dec()
+	s.metrics.closed.WithLabelValues(reason).Inc()
+	s.log.Debug("stream closed", "job", job, "remote", c.RealIP(), "reason", reason, "events", w.sent)
+}
+
+func lastIDAttr(q streamQuery) string {
+	if !q.resume {
+		return ""
+	}
+	return q.lastID.String()
+}
+
+func setStreamHeaders(c echo.Context) {
+	h := c.Response().Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	if c.Request().ProtoMajor == 1 {
+		h.Set("Connection", "keep-alive")
+	}
+}
+
+// admit reserves a slot under MaxConnections.
+func (s *Server) admit() bool {
+	n := s.active.Add(1)
+	if s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
+		s.active.Add(-1)
+		return false
+	}
+	return true
+}
+
+// refuse turns a stream away for a transient reason. An EventSource gives up
+// for good on any non-200 answer, so a client that accepts
+// text/event-stream gets a 200 stream carrying only a jittered retry hint
+// and a comment naming the reason, and comes back later (perhaps to another
+// instance). Other clients get 503 JSON with Retry-After.
+func (s *Server) refuse(c echo.Context, reason string) error {
+	s.metrics.refusals.WithLabelValues(reason).Inc()
+	r := refusals[reason]
+	retry := jitter(s.cfg.Retry)
+	if acceptsEventStream(c.Request()) {
+		setStreamHeaders(c)
+		c.Response().WriteHeader(http.StatusOK)
+		m := event.Message{Retry: retry, Comment: reason + ": " + r.msg}
+		if id, err := protocol.ParseID(c.Request().Header.Get("Last-Event-ID")); err == nil {
+			m.ID = id.String() // keep the client's resume point (see open)
+		}
+		if b, err := m.Bytes(); err == nil {
+			_, _ = c.Response().Write(b)
+			c.Response().Flush()
+		}
+		return nil
+	}
+	c.Response().Header().Set("Retry-After", retryAfterSeconds(retry))
+	return &apiError{Status: http.StatusServiceUnavailable, Message: r.msg, Code: r.code}
+}
+
+// redisFailed counts a failed Redis read and refuses the stream as transient.
+func (s *Server) redisFailed(c echo.Context, op string, err error) error {
+	if c.Request().Context().Err() != nil {
+		return nil // the client left; the read was cancelled with it
+	}
+	s.metrics.redisErrors.WithLabelValues(op).Inc()
+	s.log.Warn("redis read failed", "op", op, "err", err)
+	return s.refuse(c, refuseRedis)
+}
+
+func acceptsEventStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		if strings.Contains(strings.ToLower(v), "text/event-stream") {
+			return true
+		}
+	}
+	return false
+}
+
+// responseSink adapts an Echo response to the writer's sink.
+type responseSink struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func newResponseSink(w http.ResponseWriter) responseSink {
+	return responseSink{w: w, rc: http.NewResponseController(w)}
+}
+
+func (s responseSink) Write(b []byte) (int, error)        { return s.w.Write(b) }
+func (s responseSink) Flush() error                       { return s.rc.Flush() }
+func (s responseSink) SetWriteDeadline(t time.Time) error { return s.rc.SetWriteDeadline(t) }

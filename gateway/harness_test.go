@@ -1,0 +1,393 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/ssegate/ssegate/gateway"
+	"github.com/ssegate/ssegate/pkg/event"
+	"github.com/ssegate/ssegate/pkg/protocol"
+	"github.com/ssegate/ssegate/pkg/sseclient"
+	"github.com/ssegate/ssegate/publisher"
+	"github.com/ssegate/ssegate/test/redistest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// wait is the bound of every wait in these tests: far above what any step
+// needs, so a slow shared machine never fails a test, while a hang still does.
+const wait = 15 * time.Second
+
+var keys = protocol.NewKeys("")
+
+// env is one test's Redis and publisher.
+type env struct {
+	t     *testing.T
+	redis *redistest.Server
+	rdb   *redis.Client
+	pub   *publisher.Publisher
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	return &env{t: t, redis: srv, rdb: rdb, pub: publisher.New(rdb)}
+}
+
+// testConfig has short intervals so tests run fast; each test changes what
+// it exercises.
+func testConfig() gateway.Config {
+	return gateway.Config{
+		Retry:          50 * time.Millisecond,
+		CanaryInterval: 100 * time.Millisecond,
+		JoinTimeout:    3 * time.Second,
+		ShutdownGrace:  200 * time.Millisecond,
+	}
+}
+
+// gw is one gateway served in-process on a free loopback port.
+type gw struct {
+	URL  string
+	srv  *gateway.Server
+	reg  *prometheus.Registry
+	stop func() // cancels Serve and waits for it; idempotent
+	logs *syncBuffer
+}
+
+// gateway starts a gateway on e's Redis (or on rdb when given).
+func (e *env) gateway(cfg gateway.Config, rdb ...redis.UniversalClient) *gw {
+	e.t.Helper()
+	var client redis.UniversalClient = e.rdb
+	if len(rdb) > 0 {
+		client = rdb[0]
+	}
+	return startGateway(e.t, cfg, client)
+}
+
+func startGateway(t *testing.T, cfg gateway.Config, rdb redis.UniversalClient) *gw {
+	t.Helper()
+	return serveGateway(t, cfg, rdb, true)
+}
+
+func serveGateway(t *testing.T, cfg gateway.Config, rdb redis.UniversalClient, waitReady bool) *gw {
+	t.Helper()
+	logs := &syncBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := gateway.New(cfg, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	g := &gw{URL: "http://" + l.Addr().String(), srv: srv, reg: srv.Registry(), logs: logs}
+	var once sync.Once
+	g.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			case <-time.After(wait):
+				t.Errorf("Serve did not return")
+			}
+		})
+	}
+	t.Cleanup(func() {
+		g.stop()
+		if t.Failed() {
+			t.Logf("gateway %s logs:\n%s", g.URL, logs.String())
+		}
+	})
+	if waitReady {
+		g.waitReady(t)
+	}
+	return g
+}
+
+func (g *gw) waitReady(t *testing.T) {
+	t.Helper()
+	eventually(t, "gateway ready", func() bool {
+		resp, err := http.Get(g.URL + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+func (g *gw) streamURL(job string, query ...string) string {
+	u := g.URL + "/api/reports/" + job + "/stream"
+	if len(query) > 0 {
+		u += "?" + strings.Join(query, "&")
+	}
+	return u
+}
+
+// gauge reads a metric without labels (or with the given label pair).
+func (g *gw) metric(t testing.TB, name string, label ...string) float64 {
+	t.Helper()
+	mfs, err := g.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(label) == 2 {
+				match := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == label[0] && lp.GetValue() == label[1] {
+						match = true
+					}
+				}
+				if !match {
+					continue
+				}
+			}
+			switch {
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+var _ = testutil.ToFloat64 // the testutil package is the reference for reading metrics
+
+// stream is one SSE client of a test, run in the background.
+type stream struct {
+	client *sseclient.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	events []event.Message // heartbeats excluded
+	beats  int
+	err    error
+}
+
+// open starts a client that reads until the job's terminal event.
+func open(t *testing.T, urls []string, lastEventID string, configure ...func(*sseclient.Client)) *stream {
+	t.Helper()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &sseclient.Client{URLs: urls, HTTPClient: &http.Client{Transport: tr}, DefaultRetry: 50 * time.Millisecond}
+	c.SetLastEventID(lastEventID)
+	for _, f := range configure {
+		f(c)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &stream{client: c, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		err := c.Stream(ctx, func(m event.Message) error {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if m.Event == string(event.TypeHeartbeat) {
+				s.beats++
+				return nil
+			}
+			s.events = append(s.events, m)
+			if event.Type(m.Event).Terminal() {
+				return sseclient.ErrStop
+			}
+			return nil
+		})
+		s.mu.Lock()
+		s.err = err
+		s.mu.Unlock()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-s.done
+	})
+	return s
+}
+
+func (s *stream) snapshot() []event.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]event.Message(nil), s.events...)
+}
+
+// waitDone waits until the client stopped by itself (terminal event or a
+// fatal answer) and returns its error.
+func (s *stream) waitDone(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(wait):
+		t.Fatalf("stream did not end; has %d events", len(s.snapshot()))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// waitEvents waits until the client has at least n events.
+func (s *stream) waitEvents(t *testing.T, n int) []event.Message {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d events", n), func() bool { return len(s.snapshot()) >= n })
+	return s.snapshot()
+}
+
+// close stops the client as a user closing the tab would.
+func (s *stream) close() {
+	s.cancel()
+	<-s.done
+}
+
+// history returns the job's stream entries.
+func (e *env) history(job string) []redis.XMessage {
+	e.t.Helper()
+	entries, err := e.rdb.XRange(context.Background(), keys.Events(job), "-", "+").Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return entries
+}
+
+// assertExactlyOnce checks that got holds exactly the entries of want, in
+// order, by ID, type and (except for complete events, which the gateway
+// rebuilds for each client) data.
+func assertExactlyOnce(t *testing.T, got []event.Message, want []redis.XMessage) {
+	t.Helper()
+	var b strings.Builder
+	n := max(len(got), len(want))
+	ok := len(got) == len(want)
+	for i := range n {
+		var g, w string
+		if i < len(got) {
+			g = got[i].ID + " " + got[i].Event
+		}
+		if i < len(want) {
+			w = want[i].ID + " " + fmt.Sprint(want[i].Values["type"])
+		}
+		mark := " "
+		if g != w || (i < len(got) && i < len(want) && got[i].Event != "complete" && string(got[i].Data) != want[i].Values["data"]) {
+			if !(i < len(got) && i < len(want) && got[i].Event == "status" && g == w) { // snapshot status: same ID and type, own timestamp
+				ok = false
+				mark = "!"
+			}
+		}
+		fmt.Fprintf(&b, "%s %-40s | %s\n", mark, g, w)
+	}
+	if !ok {
+		t.Fatalf("events differ from the job's stream (got | want):\n%s", b.String())
+	}
+}
+
+// eventually polls cond until it holds or the wait runs out.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// must fails the test on a publish error and returns the event ID.
+func must(t testing.TB) func(string, error) string {
+	return func(id string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+}
+
+// rawGet sends a GET with headers and returns the status, headers and the
+// whole body (read to EOF: the server must close the stream by itself).
+func rawGet(t *testing.T, url string, header ...string) (int, http.Header, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("read body: %v", err)
+	}
+	return resp.StatusCode, resp.Header, string(body)
+}
+
+// decode parses an SSE body into messages, heartbeats included.
+func decode(t *testing.T, body string) []event.Message {
+	t.Helper()
+	d := event.NewDecoder(strings.NewReader(body))
+	var out []event.Message
+	for {
+		m, err := d.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

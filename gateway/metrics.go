@@ -1,0 +1,103 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ssegate/ssegate/pkg/event"
+)
+
+// Reasons a stream closes: the label of ssegate_connections_closed_total.
+const (
+	reasonClientGone  = "client_gone" // the client went away
+	reasonFinished    = "finished"    // the job's terminal event was sent
+	reasonTimeout     = "timeout"     // the stream reached its timeout
+	reasonSlow        = "slow_client" // the client fell behind its buffer or a write timed out
+	reasonShutdown    = "shutdown"    // the instance is shutting down
+	reasonResync      = "resync"      // Redis pub/sub reconnected while the stream was starting
+	reasonRedis       = "redis_error" // Redis failed during a replay
+	reasonNotModified = "no_content"  // resumed after the terminal event: 204
+)
+
+// metrics are the gateway's Prometheus metrics, registered on one registry.
+type metrics struct {
+	connections     prometheus.Gauge
+	opened          prometheus.Counter
+	closed          *prometheus.CounterVec
+	subscribedJobs  prometheus.Gauge
+	eventsSent      map[event.Type]prometheus.Counter
+	eventsReplayed  prometheus.Counter
+	slowDisconnects prometheus.Counter
+	latency         prometheus.Histogram
+	redisErrors     *prometheus.CounterVec
+	redisReconnects prometheus.Counter
+	refusals        *prometheus.CounterVec
+	panics          prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ssegate_connections", Help: "Open SSE streams on this instance (scale on this).",
+		}),
+		opened: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ssegate_connections_opened_total", Help: "SSE streams opened.",
+		}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ssegate_connections_closed_total", Help: "SSE streams closed, by reason.",
+		}, []string{"reason"}),
+		subscribedJobs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ssegate_subscribed_jobs", Help: "Jobs with a live Redis subscription on this instance.",
+		}),
+		eventsReplayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ssegate_events_replayed_total", Help: "Events sent from the Redis stream to resuming clients.",
+		}),
+		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ssegate_slow_client_disconnects_total", Help: "Clients disconnected for falling behind.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ssegate_delivery_latency_seconds",
+			Help:    "Time from an event's publish (its stream ID, Redis clock) to its write to a client, live events only.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ssegate_redis_errors_total", Help: "Failed Redis operations, by operation.",
+		}, []string{"op"}),
+		redisReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ssegate_redis_reconnects_total", Help: "Pub/sub connections re-established after a failure.",
+		}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ssegate_refused_streams_total", Help: "Streams refused as transient, by reason.",
+		}, []string{"reason"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ssegate_panics_total", Help: "Handler panics recovered into a 500.",
+		}),
+	}
+	sent := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ssegate_events_sent_total", Help: "Events written to clients, by type.",
+	}, []string{"type"})
+	m.eventsSent = map[event.Type]prometheus.Counter{}
+	for _, t := range []event.Type{event.TypeStatus, event.TypeProgress, event.TypeError, event.TypeComplete, event.TypeHeartbeat, event.TypeReset} {
+		m.eventsSent[t] = sent.WithLabelValues(string(t))
+	}
+	// Every label value exists from the start, so dashboards see zeros.
+	for _, r := range []string{reasonClientGone, reasonFinished, reasonTimeout, reasonSlow, reasonShutdown, reasonResync, reasonRedis} {
+		m.closed.WithLabelValues(r)
+	}
+	for _, op := range []string{"state", "replay", "report", "snapshot", "pubsub", "canary", "resync"} {
+		m.redisErrors.WithLabelValues(op)
+	}
+	for _, r := range []string{refuseDraining, refuseFull, refuseJobFull, refuseRedis} {
+		m.refusals.WithLabelValues(r)
+	}
+	reg.MustRegister(m.connections, m.opened, m.closed, m.subscribedJobs, sent, m.eventsReplayed,
+		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.panics)
+	return m
+}
+
+// newRegistry returns a registry with the Go and process collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}

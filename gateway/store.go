@@ -1,0 +1,149 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssegate/ssegate/pkg/event"
+	"github.com/ssegate/ssegate/pkg/protocol"
+)
+
+// replayPage is how many stream entries one replay read returns.
+const replayPage = 500
+
+// store reads jobs from Redis. Every read is bounded by the request's
+// context and the configured Redis timeout.
+type store struct {
+	rdb     redis.UniversalClient
+	keys    protocol.Keys
+	timeout time.Duration
+}
+
+// jobState is what a gateway needs of a job's state hash. The report is
+// never read with it: it can be large, and only some clients want it.
+type jobState struct {
+	status    event.Status
+	progress  string // latest progress event JSON, or ""
+	result    string // terminal event JSON (complete record or error), or ""
+	lastID    protocol.ID
+	updatedAt time.Time
+}
+
+var errCorruptState = errors.New("gateway: job state hash is not protocol v1")
+
+// state returns the job's state, or nil if the job does not exist.
+func (s *store) state(ctx context.Context, job string) (*jobState, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	vals, err := s.rdb.HMGet(ctx, s.keys.State(job),
+		protocol.FieldStatus, protocol.FieldProgress, protocol.FieldResult, protocol.FieldLastID, protocol.FieldUpdatedAt,
+	).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read state of %q: %w", job, err)
+	}
+	str := func(i int) string { v, _ := vals[i].(string); return v }
+	if str(0) == "" {
+		return nil, nil
+	}
+	st := &jobState{status: event.Status(str(0)), progress: str(1), result: str(2)}
+	if st.lastID, err = protocol.ParseID(str(3)); err != nil || !st.status.Valid() {
+		return nil, fmt.Errorf("state of %q: %w", job, errCorruptState)
+	}
+	if ms, err := strconv.ParseInt(str(4), 10, 64); err == nil {
+		st.updatedAt = time.UnixMilli(ms)
+	}
+	return st, nil
+}
+
+// after returns up to replayPage stream entries after id, and whether id
+// itself is still in the stream. An id that is not there any more (trimmed,
+// or never an event of this job) means the entries cannot be trusted to
+// follow on from it.
+func (s *store) after(ctx context.Context, job string, id protocol.ID) (entries []redis.XMessage, found bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	key := s.keys.Events(job)
+	pipe := s.rdb.Pipeline()
+	self := pipe.XRangeN(ctx, key, id.String(), id.String(), 1)
+	next := pipe.XRangeN(ctx, key, nextID(id).String(), "+", replayPage)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, false, fmt.Errorf("read history of %q: %w", job, err)
+	}
+	return next.Val(), len(self.Val()) == 1, nil
+}
+
+// page returns up to n stream entries after id.
+func (s *store) page(ctx context.Context, job string, id protocol.ID, n int64) ([]redis.XMessage, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	entries, err := s.rdb.XRangeN(ctx, s.keys.Events(job), nextID(id).String(), "+", n).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read history of %q: %w", job, err)
+	}
+	return entries, nil
+}
+
+// report returns the job's report if there is one of at most max bytes;
+// a larger one comes back as nil with tooLarge set.
+func (s *store) report(ctx context.Context, job string, max int) (report json.RawMessage, tooLarge bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	key := s.keys.State(job)
+	n, err := s.rdb.HStrLen(ctx, key, protocol.FieldReport).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("read report size of %q: %w", job, err)
+	}
+	if n == 0 {
+		return nil, false, nil
+	}
+	if n > int64(max) {
+		return nil, true, nil
+	}
+	v, err := s.rdb.HGet(ctx, key, protocol.FieldReport).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil // expired between the two reads
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read report of %q: %w", job, err)
+	}
+	if !json.Valid([]byte(v)) {
+		return nil, false, fmt.Errorf("report of %q: %w", job, errCorruptState)
+	}
+	return json.RawMessage(v), false, nil
+}
+
+// ping checks that Redis answers.
+func (s *store) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return s.rdb.Ping(ctx).Err()
+}
+
+// nextID is the smallest ID after id: XRANGE from it excludes id itself on
+// every Redis version (the "(" form needs 6.2).
+func nextID(id protocol.ID) protocol.ID {
+	if id.Seq == ^uint64(0) {
+		return protocol.ID{Ms: id.Ms + 1}
+	}
+	return protocol.ID{Ms: id.Ms, Seq: id.Seq + 1}
+}
+
+// entryID parses a stream entry's ID and fields.
+func entryFields(e redis.XMessage) (protocol.ID, event.Type, string, error) {
+	id, err := protocol.ParseID(e.ID)
+	if err != nil {
+		return id, "", "", err
+	}
+	typ, _ := e.Values["type"].(string)
+	data, _ := e.Values["data"].(string)
+	if typ == "" || data == "" {
+		return id, "", "", fmt.Errorf("stream entry %s: %w", e.ID, errCorruptState)
+	}
+	return id, event.Type(typ), data, nil
+}
