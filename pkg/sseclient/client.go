@@ -29,8 +29,8 @@ var ErrStop = errors.New("sseclient: stop")
 // nothing more for this client (an EventSource stops reconnecting).
 var ErrNoContent = errors.New("sseclient: server answered 204 No Content")
 
-// StatusError is a fatal HTTP answer (4xx other than 204... and anything an
-// EventSource would not retry).
+// StatusError is an answer other than 200 and 204. An EventSource gives up
+// on all of them; a Client retries 5xx only with RetryServerErrors.
 type StatusError struct {
 	Code int
 	Body string
@@ -91,43 +91,33 @@ func (c *Client) Connects() int64 { return c.connects.Load() }
 
 // Stream connects and calls fn with every event, reconnecting as an
 // EventSource would, until fn returns an error (ErrStop: Stream returns
-// nil), ctx ends, or the server ends the stream for good (204: ErrNoContent;
-// 4xx: *StatusError).
+// nil; anything else: Stream returns it), ctx ends, or the server ends the
+// stream for good (204: ErrNoContent; 4xx: *StatusError).
 func (c *Client) Stream(ctx context.Context, fn func(event.Message) error) error {
 	if len(c.URLs) == 0 {
 		return errors.New("sseclient: no URL")
 	}
 	for {
 		err := c.once(ctx, fn)
+		var cbErr *callbackError
+		var se *StatusError
 		switch {
-		case errors.Is(err, ErrStop):
-			return nil
+		case errors.As(err, &cbErr):
+			if errors.Is(cbErr.err, ErrStop) {
+				return nil
+			}
+			return cbErr.err
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, ErrNoContent):
 			return err
-		}
-		var se *StatusError
-		if errors.As(err, &se) && (se.Code < 500 || !c.RetryServerErrors) {
+		case errors.As(err, &se) && (se.Code < 500 || !c.RetryServerErrors):
 			return err
 		}
-		if err != nil && !errors.Is(err, errFnFailed) {
-			if c.OnDisconnect != nil {
-				c.OnDisconnect(err)
-			}
-		} else if err != nil {
-			return errors.Unwrap(err)
+		if c.OnDisconnect != nil {
+			c.OnDisconnect(err)
 		}
-		c.mu.Lock()
-		delay := c.retry
-		c.mu.Unlock()
-		if delay <= 0 {
-			delay = c.DefaultRetry
-		}
-		if delay <= 0 {
-			delay = time.Second
-		}
-		t := time.NewTimer(delay)
+		t := time.NewTimer(c.delay())
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -137,11 +127,28 @@ func (c *Client) Stream(ctx context.Context, fn func(event.Message) error) error
 	}
 }
 
-// errFnFailed wraps an error returned by the callback.
-var errFnFailed = errors.New("sseclient: callback failed")
+// delay is the reconnect delay: the server's latest retry hint, else
+// DefaultRetry, else 1s.
+func (c *Client) delay() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.retry > 0:
+		return c.retry
+	case c.DefaultRetry > 0:
+		return c.DefaultRetry
+	}
+	return time.Second
+}
 
-// errEOF marks a stream the server closed.
-var errEOF = errors.New("sseclient: server closed the stream")
+// callbackError carries an error returned by the Stream callback.
+type callbackError struct{ err error }
+
+func (e *callbackError) Error() string { return "sseclient: callback: " + e.err.Error() }
+
+// ErrClosed is the disconnect reason when the server ended the stream
+// normally (the connection closed at an event boundary).
+var ErrClosed = errors.New("sseclient: server closed the stream")
 
 func (c *Client) once(ctx context.Context, fn func(event.Message) error) error {
 	url := c.URLs[c.next%len(c.URLs)]
@@ -190,13 +197,6 @@ func (c *Client) once(ctx context.Context, fn func(event.Message) error) error {
 	}
 	dec := event.NewDecoderSize(body, c.MaxEventSize)
 	dec.SetLastEventID(c.LastEventID())
-	defer func() {
-		c.mu.Lock()
-		if dec.Retry() > 0 {
-			c.retry = dec.Retry()
-		}
-		c.mu.Unlock()
-	}()
 	for {
 		m, err := dec.Next()
 		c.mu.Lock()
@@ -206,16 +206,13 @@ func (c *Client) once(ctx context.Context, fn func(event.Message) error) error {
 		}
 		c.mu.Unlock()
 		if err == io.EOF {
-			return errEOF
+			return ErrClosed
 		}
 		if err != nil {
 			return err
 		}
 		if err := fn(m); err != nil {
-			if errors.Is(err, ErrStop) {
-				return ErrStop
-			}
-			return fmt.Errorf("%w: %w", errFnFailed, err)
+			return &callbackError{err}
 		}
 	}
 }
