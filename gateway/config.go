@@ -121,7 +121,9 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&c.ReportMaxBytes, DefaultReportMaxBytes)
 	setDefault(&c.ShutdownGrace, DefaultShutdownGrace)
-	setDefault(&c.ShutdownTimeout, c.ShutdownGrace+5*time.Second)
+	if c.ShutdownTimeout == 0 && c.ShutdownGrace <= 10*time.Minute {
+		c.ShutdownTimeout = c.ShutdownGrace + 5*time.Second
+	}
 	setDefault(&c.PubSubConns, DefaultPubSubConns)
 	setDefault(&c.JoinTimeout, DefaultJoinTimeout)
 	setDefault(&c.CanaryInterval, DefaultCanaryInterval)
@@ -162,6 +164,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.DefaultTimeout > c.MaxTimeout:
 		return fmt.Errorf("gateway: config DefaultTimeout (%v) exceeds MaxTimeout (%v)", c.DefaultTimeout, c.MaxTimeout)
+	case c.ShutdownGrace > 10*time.Minute:
+		return fmt.Errorf("gateway: config ShutdownGrace must be at most 10m, got %v", c.ShutdownGrace)
 	case c.ShutdownTimeout < c.ShutdownGrace:
 		return fmt.Errorf("gateway: config ShutdownTimeout (%v) is shorter than ShutdownGrace (%v)", c.ShutdownTimeout, c.ShutdownGrace)
 	case c.ClientBuffer < 1:

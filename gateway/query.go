@@ -79,8 +79,8 @@ func parseBool(v string) (bool, error) {
 // parseTimeout accepts whole milliseconds ("90000") or a Go duration
 // ("90s", "1m30s"). It must be positive; above max it is clamped to max.
 func parseTimeout(v string, max time.Duration) (time.Duration, error) {
-	if v == "" {
-		return 0, strconv.ErrSyntax
+	if v == "" || v[0] == '+' || v[0] == '-' {
+		return 0, strconv.ErrSyntax // no signs: a timeout is a plain positive amount
 	}
 	if allDigits(v) {
 		// Whole milliseconds. Too many digits to fit is simply "huge".

@@ -187,12 +187,13 @@ func (w *writer) failed(c *client, err error) string {
 		w.metrics.redisErrors.WithLabelValues("report").Inc()
 		return reasonRedis
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		// The hub may have cut this client already for its full queue:
-		// count it once.
+		// The hub may have ended this client already (cut it as slow, or
+		// for shutdown): that reason stands, and is counted once.
 		if c == nil || c.kick(reasonSlow, 0) {
 			w.metrics.slowDisconnects.Inc()
+			return reasonSlow
 		}
-		return reasonSlow
+		return c.kickReason
 	}
 	return reasonClientGone
 }
