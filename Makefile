@@ -10,7 +10,8 @@ FUZZ_TARGETS := \
 	./pkg/event:FuzzRoundTrip \
 	./pkg/event:FuzzDecode \
 	./pkg/protocol:FuzzDecodeLive \
-	./pkg/protocol:FuzzParseID
+	./pkg/protocol:FuzzParseID \
+	./gateway:FuzzParseStreamQuery
 
 .PHONY: build test unit lint fmt-check vet staticcheck fuzz bench clean
 
