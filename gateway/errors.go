@@ -27,6 +27,7 @@ const (
 	CodeTooManyConnections   = "TOO_MANY_CONNECTIONS"
 	CodeTooManyJobClients    = "TOO_MANY_JOB_CONNECTIONS"
 	CodeNotReady             = "NOT_READY"
+	CodeHeadersTooLarge      = "HEADERS_TOO_LARGE"
 	CodeInternal             = "INTERNAL"
 )
 

@@ -87,13 +87,23 @@ func startGateway(t *testing.T, cfg gateway.Config, rdb redis.UniversalClient) *
 	return serveGateway(t, cfg, rdb, true)
 }
 
-func serveGateway(t *testing.T, cfg gateway.Config, rdb redis.UniversalClient, waitReady bool) *gw {
+// startGatewayWith is startGateway with a hook that sees the Server before
+// it serves (to add routes).
+func startGatewayWith(t *testing.T, cfg gateway.Config, rdb redis.UniversalClient, hook func(*gateway.Server)) *gw {
+	t.Helper()
+	return serveGateway(t, cfg, rdb, true, hook)
+}
+
+func serveGateway(t *testing.T, cfg gateway.Config, rdb redis.UniversalClient, waitReady bool, hooks ...func(*gateway.Server)) *gw {
 	t.Helper()
 	logs := &syncBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := gateway.New(cfg, rdb)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, h := range hooks {
+		h(srv)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

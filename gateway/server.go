@@ -82,6 +82,7 @@ func (s *Server) routes() *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = func(err error, c echo.Context) { _ = writeError(c, err) }
 	e.Use(s.recoverPanics)
+	e.Use(limitHeaders)
 	e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
 		AllowOrigins:  s.cfg.CORSOrigins,
 		AllowMethods:  []string{http.MethodGet, http.MethodHead, http.MethodOptions},
@@ -144,7 +145,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		Handler:           s.echo,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    1 << 20, // a backstop; limitHeaders answers in JSON below it
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	if s.cfg.SendBuffer > 0 {
@@ -280,6 +281,28 @@ func (s *Server) handleReady(c echo.Context) error {
 		return &apiError{Status: http.StatusServiceUnavailable, Message: err.Error(), Code: CodeNotReady}
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// maxHeaderBytes bounds the request line and headers. Beyond it a request
+// gets 431 with the JSON error (net/http's own limit, higher, answers in
+// plain text).
+const maxHeaderBytes = 32 << 10
+
+// limitHeaders refuses requests whose URL and headers exceed maxHeaderBytes.
+func limitHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		n := len(r.RequestURI)
+		for k, vs := range r.Header {
+			for _, v := range vs {
+				n += len(k) + len(v) + 4
+			}
+		}
+		if n > maxHeaderBytes {
+			return &apiError{Status: http.StatusRequestHeaderFieldsTooLarge, Message: "request headers too large", Code: CodeHeadersTooLarge}
+		}
+		return next(c)
+	}
 }
 
 // recoverPanics turns a handler panic into a JSON 500 and a metric.

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"sync"
@@ -86,7 +87,7 @@ func (c *Client) LastEventID() string {
 	return c.lastEventID
 }
 
-// Connects returns how many connections got a 200 answer so far.
+// Connects returns how many connections got a 200 event-stream answer so far.
 func (c *Client) Connects() int64 { return c.connects.Load() }
 
 // Stream connects and calls fn with every event, reconnecting as an
@@ -146,15 +147,31 @@ type callbackError struct{ err error }
 
 func (e *callbackError) Error() string { return "sseclient: callback: " + e.err.Error() }
 
-// ErrClosed is the disconnect reason when the server ended the stream
-// normally (the connection closed at an event boundary).
+// ErrClosed is the disconnect reason when the server ended the response
+// (an unfinished event at the end is discarded, as a browser does).
 var ErrClosed = errors.New("sseclient: server closed the stream")
 
-func (c *Client) once(ctx context.Context, fn func(event.Message) error) error {
+// ErrIdle is the disconnect reason when a connection received nothing for
+// IdleTimeout.
+var ErrIdle = errors.New("sseclient: connection idle for too long")
+
+func (c *Client) once(ctx context.Context, fn func(event.Message) error) (err error) {
 	url := c.URLs[c.next%len(c.URLs)]
 	c.next++
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// The idle timer runs from the request on (a server that never answers
+	// is idle too) and is paused while the callback runs.
+	var idle *time.Timer
+	if c.IdleTimeout > 0 {
+		idle = time.AfterFunc(c.IdleTimeout, func() { cancel(ErrIdle) })
+		defer idle.Stop()
+		defer func() {
+			if err != nil && errors.Is(context.Cause(ctx), ErrIdle) {
+				err = ErrIdle
+			}
+		}()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -176,13 +193,13 @@ func (c *Client) once(ctx context.Context, fn func(event.Message) error) error {
 		return err
 	}
 	defer resp.Body.Close()
-	switch {
+	switch mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); {
 	case resp.StatusCode == http.StatusNoContent:
 		return ErrNoContent
 	case resp.StatusCode != http.StatusOK:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return &StatusError{Code: resp.StatusCode, Body: string(body)}
-	case !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"):
+	case mt != "text/event-stream":
 		return &StatusError{Code: resp.StatusCode, Body: "Content-Type " + resp.Header.Get("Content-Type")}
 	}
 	c.connects.Add(1)
@@ -190,9 +207,7 @@ func (c *Client) once(ctx context.Context, fn func(event.Message) error) error {
 		c.OnConnect(url)
 	}
 	var body io.Reader = resp.Body
-	if c.IdleTimeout > 0 {
-		idle := time.AfterFunc(c.IdleTimeout, cancel)
-		defer idle.Stop()
+	if idle != nil {
 		body = &idleReader{r: resp.Body, t: idle, d: c.IdleTimeout}
 	}
 	dec := event.NewDecoderSize(body, c.MaxEventSize)
@@ -211,8 +226,14 @@ func (c *Client) once(ctx context.Context, fn func(event.Message) error) error {
 		if err != nil {
 			return err
 		}
+		if idle != nil {
+			idle.Stop()
+		}
 		if err := fn(m); err != nil {
 			return &callbackError{err}
+		}
+		if idle != nil {
+			idle.Reset(c.IdleTimeout)
 		}
 	}
 }
