@@ -20,6 +20,7 @@ import (
 	"github.com/ssegate/ssegate/pkg/event"
 	"github.com/ssegate/ssegate/publisher"
 	"github.com/ssegate/ssegate/test/redistest"
+	"github.com/ssegate/ssegate/test/streamtest"
 )
 
 // stalledConn opens a stream over a TCP connection with a tiny receive
@@ -65,14 +66,14 @@ func TestStalledClientIsCutAndResumes(t *testing.T) {
 	ok(job.Register(ctx))
 
 	stalled := stalledConn(t, g.streamURL("stall"))
-	var normal []*stream
+	var normal []*streamtest.Stream
 	for range 20 {
-		normal = append(normal, open(t, []string{g.streamURL("stall")}, ""))
+		normal = append(normal, streamtest.Open(t, []string{g.streamURL("stall")}, ""))
 	}
 	for _, s := range normal {
-		s.waitEvents(t, 1)
+		s.WaitEvents(t, 1)
 	}
-	eventually(t, "all 21 streams open", func() bool { return g.metric(t, "ssegate_connections") == 21 })
+	streamtest.Eventually(t, "all 21 streams open", func() bool { return g.metric(t, "ssegate_connections") == 21 })
 
 	// Big events fill the stalled client's socket buffers fast; 500 a
 	// second is easy for the others.
@@ -82,16 +83,16 @@ func TestStalledClientIsCutAndResumes(t *testing.T) {
 		ok(job.Progress(ctx, publisher.Step{Step: s, Total: steps, Name: name}))
 		time.Sleep(2 * time.Millisecond)
 	}
-	eventually(t, "stalled client cut", func() bool {
+	streamtest.Eventually(t, "stalled client cut", func() bool {
 		return g.metric(t, "ssegate_connections_closed_total", "reason", "slow_client") >= 1
 	})
 	ok(job.Complete(ctx, "r", nil))
 	want := e.history("stall")
 	for _, s := range normal {
-		if err := s.waitDone(t); err != nil {
+		if err := s.WaitDone(t); err != nil {
 			t.Fatal(err)
 		}
-		assertExactlyOnce(t, s.snapshot(), want)
+		streamtest.AssertExactlyOnce(t, s.Events(), want)
 	}
 
 	// What the stalled client had received before the cut, as a browser
@@ -115,13 +116,13 @@ func TestStalledClientIsCutAndResumes(t *testing.T) {
 		t.Fatalf("stalled client got %d of %d events before the cut", len(got), len(want))
 	}
 	// It resumes from its last event ID and ends with everything, once.
-	rest := open(t, []string{g.streamURL("stall")}, dec.LastEventID())
-	if err := rest.waitDone(t); err != nil {
+	rest := streamtest.Open(t, []string{g.streamURL("stall")}, dec.LastEventID())
+	if err := rest.WaitDone(t); err != nil {
 		t.Fatal(err)
 	}
-	assertExactlyOnce(t, append(got, rest.snapshot()...), want)
+	streamtest.AssertExactlyOnce(t, append(got, rest.Events()...), want)
 	t.Logf("stalled client got %d events before the cut and %d after resuming; slow cuts %v, streams opened %v (21 at the start, 1 resume)",
-		len(got), len(rest.snapshot()), g.metric(t, "ssegate_slow_client_disconnects_total"), g.metric(t, "ssegate_connections_opened_total"))
+		len(got), len(rest.Events()), g.metric(t, "ssegate_slow_client_disconnects_total"), g.metric(t, "ssegate_connections_opened_total"))
 }
 
 func TestMetricsEndpointCountsStreams(t *testing.T) {
@@ -146,19 +147,19 @@ func TestMetricsEndpointCountsStreams(t *testing.T) {
 		return ""
 	}
 	defer http.DefaultClient.CloseIdleConnections()
-	var streams []*stream
+	var streams []*streamtest.Stream
 	for n := 1; n <= 7; n++ {
-		s := open(t, []string{g.streamURL("m")}, "")
-		s.waitEvents(t, 1)
+		s := streamtest.Open(t, []string{g.streamURL("m")}, "")
+		s.WaitEvents(t, 1)
 		streams = append(streams, s)
 		if got := scrape(); got != strconv.Itoa(n) {
 			t.Fatalf("with %d open streams /metrics says ssegate_connections %s", n, got)
 		}
 	}
 	for _, s := range streams {
-		s.close()
+		s.Close()
 	}
-	eventually(t, "gauge back to 0", func() bool { return scrape() == "0" })
+	streamtest.Eventually(t, "gauge back to 0", func() bool { return scrape() == "0" })
 	resp, err := http.Get(g.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -212,17 +213,17 @@ func TestConnectionLimits(t *testing.T) {
 	for _, id := range []string{"a", "b"} {
 		must(t)(e.pub.Job(id).Register(ctx))
 	}
-	a1 := open(t, []string{g.streamURL("a")}, "")
-	a2 := open(t, []string{g.streamURL("a")}, "")
-	a1.waitEvents(t, 1)
-	a2.waitEvents(t, 1)
+	a1 := streamtest.Open(t, []string{g.streamURL("a")}, "")
+	a2 := streamtest.Open(t, []string{g.streamURL("a")}, "")
+	a1.WaitEvents(t, 1)
+	a2.WaitEvents(t, 1)
 	refusal(t, g.streamURL("a"), "TOO_MANY_JOB_CONNECTIONS", "job_connection_limit", time.Second)
-	b1 := open(t, []string{g.streamURL("b")}, "")
-	b1.waitEvents(t, 1)
+	b1 := streamtest.Open(t, []string{g.streamURL("b")}, "")
+	b1.WaitEvents(t, 1)
 	refusal(t, g.streamURL("b"), "TOO_MANY_CONNECTIONS", "connection_limit", time.Second)
-	a1.close()
-	eventually(t, "slot freed", func() bool { return g.metric(t, "ssegate_connections") == 2 })
-	open(t, []string{g.streamURL("b")}, "").waitEvents(t, 1)
+	a1.Close()
+	streamtest.Eventually(t, "slot freed", func() bool { return g.metric(t, "ssegate_connections") == 2 })
+	streamtest.Open(t, []string{g.streamURL("b")}, "").WaitEvents(t, 1)
 	if got := g.metric(t, "ssegate_refused_streams_total", "reason", "connection_limit"); got != 2 {
 		t.Errorf("refused{connection_limit} = %v, want 2", got)
 	}
@@ -256,10 +257,10 @@ func TestRedisDownAtStartThenUp(t *testing.T) {
 	g.waitReady(t)
 	pub := publisher.New(rdb)
 	must(t)(pub.Job("up").Register(context.Background()))
-	s := open(t, []string{g.streamURL("up")}, "")
-	s.waitEvents(t, 1)
+	s := streamtest.Open(t, []string{g.streamURL("up")}, "")
+	s.WaitEvents(t, 1)
 	must(t)(pub.Job("up").Complete(context.Background(), "r", nil))
-	if err := s.waitDone(t); err != nil {
+	if err := s.WaitDone(t); err != nil {
 		t.Fatal(err)
 	}
 	if got := g.metric(t, "ssegate_redis_errors_total", "op", "state"); got < 1 {
@@ -295,12 +296,12 @@ func TestDrainOnShutdown(t *testing.T) {
 			results <- result{body, time.Now()}
 		})
 	}
-	eventually(t, "streams open", func() bool { return g.metric(t, "ssegate_connections") == n })
+	streamtest.Eventually(t, "streams open", func() bool { return g.metric(t, "ssegate_connections") == n })
 
 	start := time.Now()
 	stopped := make(chan struct{})
 	go func() { g.stop(); close(stopped) }()
-	eventually(t, "readyz failing while draining", func() bool {
+	streamtest.Eventually(t, "readyz failing while draining", func() bool {
 		status, _, body := rawGet(t, g.URL+"/readyz")
 		return status == 503 && strings.Contains(body, "DRAINING")
 	})
@@ -344,7 +345,7 @@ func TestReadinessFailsWhenPubSubIsWedged(t *testing.T) {
 	// PUBLISH blocks under CLIENT PAUSE WRITE while PING still answers: the
 	// canary stops arriving, and readiness must notice.
 	e.redis.Do(t, "CLIENT", "PAUSE", "1500", "WRITE")
-	eventually(t, "readyz failing", func() bool {
+	streamtest.Eventually(t, "readyz failing", func() bool {
 		status, _, body := rawGet(t, g.URL+"/readyz")
 		return status == 503 && strings.Contains(body, "NOT_READY")
 	})

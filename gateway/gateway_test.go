@@ -13,6 +13,7 @@ import (
 	"github.com/ssegate/ssegate/pkg/event"
 	"github.com/ssegate/ssegate/pkg/protocol"
 	"github.com/ssegate/ssegate/publisher"
+	"github.com/ssegate/ssegate/test/streamtest"
 )
 
 func TestCompleteJobFlow(t *testing.T) {
@@ -23,10 +24,10 @@ func TestCompleteJobFlow(t *testing.T) {
 	job := e.pub.Job("flow-1")
 	ok(job.Register(context.Background()))
 
-	plain := open(t, []string{g.streamURL("flow-1")}, "")
-	withReport := open(t, []string{g.streamURL("flow-1", "includeReport=true")}, "")
-	plain.waitEvents(t, 1)
-	withReport.waitEvents(t, 1)
+	plain := streamtest.Open(t, []string{g.streamURL("flow-1")}, "")
+	withReport := streamtest.Open(t, []string{g.streamURL("flow-1", "includeReport=true")}, "")
+	plain.WaitEvents(t, 1)
+	withReport.WaitEvents(t, 1)
 
 	ctx := context.Background()
 	ok(job.Status(ctx, event.StatusProcessing))
@@ -35,17 +36,17 @@ func TestCompleteJobFlow(t *testing.T) {
 	}
 	ok(job.Complete(ctx, "r-1", json.RawMessage(`{"rows":[1,2,3]}`)))
 
-	for _, s := range []*stream{plain, withReport} {
-		if err := s.waitDone(t); err != nil {
+	for _, s := range []*streamtest.Stream{plain, withReport} {
+		if err := s.WaitDone(t); err != nil {
 			t.Fatal(err)
 		}
 	}
 	want := e.history("flow-1")
-	assertExactlyOnce(t, plain.snapshot(), want)
-	assertExactlyOnce(t, withReport.snapshot(), want)
+	streamtest.AssertExactlyOnce(t, plain.Events(), want)
+	streamtest.AssertExactlyOnce(t, withReport.Events(), want)
 
-	last := func(s *stream) event.CompleteEvent {
-		ev := s.snapshot()
+	last := func(s *streamtest.Stream) event.CompleteEvent {
+		ev := s.Events()
 		var c event.CompleteEvent
 		if err := json.Unmarshal(ev[len(ev)-1].Data, &c); err != nil {
 			t.Fatal(err)
@@ -59,10 +60,10 @@ func TestCompleteJobFlow(t *testing.T) {
 		t.Errorf("with includeReport: %+v", c)
 	}
 	var p event.ProgressEvent
-	if err := json.Unmarshal(plain.snapshot()[3].Data, &p); err != nil || p.Step != 2 || p.Percentage != 40 || p.CurrentStep != "step 2" {
+	if err := json.Unmarshal(plain.Events()[3].Data, &p); err != nil || p.Step != 2 || p.Percentage != 40 || p.CurrentStep != "step 2" {
 		t.Errorf("progress 2 = %+v, %v", p, err)
 	}
-	eventually(t, "streams closed", func() bool { return g.metric(t, "ssegate_connections") == 0 })
+	streamtest.Eventually(t, "streams closed", func() bool { return g.metric(t, "ssegate_connections") == 0 })
 	if got := g.metric(t, "ssegate_connections_closed_total", "reason", "finished"); got != 2 {
 		t.Errorf("closed{finished} = %v, want 2", got)
 	}
@@ -76,15 +77,15 @@ func TestJobFailure(t *testing.T) {
 	ctx := context.Background()
 	job := e.pub.Job("fail-1")
 	ok(job.Register(ctx))
-	s := open(t, []string{g.streamURL("fail-1")}, "")
-	s.waitEvents(t, 1)
+	s := streamtest.Open(t, []string{g.streamURL("fail-1")}, "")
+	s.WaitEvents(t, 1)
 	ok(job.Progress(ctx, publisher.Step{Step: 1, Total: 3}))
 	ok(job.Fail(ctx, "upstream timed out", "UPSTREAM_TIMEOUT", true))
-	if err := s.waitDone(t); err != nil {
+	if err := s.WaitDone(t); err != nil {
 		t.Fatal(err)
 	}
-	got := s.snapshot()
-	assertExactlyOnce(t, got, e.history("fail-1"))
+	got := s.Events()
+	streamtest.AssertExactlyOnce(t, got, e.history("fail-1"))
 	var ev event.ErrorEvent
 	if err := json.Unmarshal(got[len(got)-1].Data, &ev); err != nil || ev.Code != "UPSTREAM_TIMEOUT" || !ev.Retryable || ev.Error != "upstream timed out" {
 		t.Errorf("error event = %+v, %v", ev, err)
@@ -186,14 +187,14 @@ func TestFinishedJobs(t *testing.T) {
 		_, _, body := rawGet(t, g.streamURL("done"), "Last-Event-ID", mid)
 		msgs := decode(t, body)
 		h := e.history("done")
-		assertExactlyOnce(t, msgs, h[2:])
+		streamtest.AssertExactlyOnce(t, msgs, h[2:])
 		if !strings.Contains(body, "id: "+mid+"\n") {
 			t.Errorf("resume point not repeated first: %q", body)
 		}
 	})
 	t.Run("resume from the first event", func(t *testing.T) {
 		_, _, body := rawGet(t, g.streamURL("done"), "Last-Event-ID", first)
-		assertExactlyOnce(t, decode(t, body), e.history("done")[1:])
+		streamtest.AssertExactlyOnce(t, decode(t, body), e.history("done")[1:])
 	})
 }
 
@@ -260,7 +261,7 @@ func TestHeartbeatAndTimeout(t *testing.T) {
 	if strings.Count(body, "id: ") != 1 {
 		t.Errorf("heartbeats must not carry an id: %q", body)
 	}
-	eventually(t, "timeout counted", func() bool {
+	streamtest.Eventually(t, "timeout counted", func() bool {
 		return g.metric(t, "ssegate_connections_closed_total", "reason", "timeout") == 1
 	})
 }
@@ -274,12 +275,12 @@ func TestManyClientsOneJob(t *testing.T) {
 	job := e.pub.Job("crowd")
 	ok(job.Register(ctx))
 	const clients, steps = 100, 50
-	streams := make([]*stream, clients)
+	streams := make([]*streamtest.Stream, clients)
 	for i := range streams {
-		streams[i] = open(t, []string{g.streamURL("crowd")}, "")
+		streams[i] = streamtest.Open(t, []string{g.streamURL("crowd")}, "")
 	}
 	for _, s := range streams {
-		s.waitEvents(t, 1)
+		s.WaitEvents(t, 1)
 	}
 	if got := g.metric(t, "ssegate_connections"); got != clients {
 		t.Errorf("ssegate_connections = %v with %d open streams", got, clients)
@@ -296,10 +297,10 @@ func TestManyClientsOneJob(t *testing.T) {
 	ok(job.Complete(ctx, "r", nil))
 	want := e.history("crowd")
 	for _, s := range streams {
-		if err := s.waitDone(t); err != nil {
+		if err := s.WaitDone(t); err != nil {
 			t.Fatal(err)
 		}
-		assertExactlyOnce(t, s.snapshot(), want)
+		streamtest.AssertExactlyOnce(t, s.Events(), want)
 	}
 }
 
@@ -308,16 +309,16 @@ func TestDisconnectCleansUp(t *testing.T) {
 	e := newEnv(t)
 	g := e.gateway(testConfig())
 	ctx := context.Background()
-	var streams []*stream
+	var streams []*streamtest.Stream
 	for j := range 5 {
 		id := fmt.Sprintf("leave-%d", j)
 		must(t)(e.pub.Job(id).Register(ctx))
 		for range 4 {
-			streams = append(streams, open(t, []string{g.streamURL(id)}, ""))
+			streams = append(streams, streamtest.Open(t, []string{g.streamURL(id)}, ""))
 		}
 	}
 	for _, s := range streams {
-		s.waitEvents(t, 1)
+		s.WaitEvents(t, 1)
 	}
 	if got := g.metric(t, "ssegate_connections"); got != 20 {
 		t.Fatalf("ssegate_connections = %v, want 20", got)
@@ -326,12 +327,12 @@ func TestDisconnectCleansUp(t *testing.T) {
 		t.Fatalf("ssegate_subscribed_jobs = %v, want 5", got)
 	}
 	for _, s := range streams {
-		s.close()
+		s.Close()
 	}
-	eventually(t, "gauges back to 0", func() bool {
+	streamtest.Eventually(t, "gauges back to 0", func() bool {
 		return g.metric(t, "ssegate_connections") == 0 && g.metric(t, "ssegate_subscribed_jobs") == 0
 	})
-	eventually(t, "no job channel left subscribed in Redis", func() bool {
+	streamtest.Eventually(t, "no job channel left subscribed in Redis", func() bool {
 		chans := e.redis.Do(t, "PUBSUB", "CHANNELS", "ssegate:{*}:live").([]any)
 		return len(chans) == 0
 	})
@@ -348,23 +349,23 @@ func TestResumeNoLossNoDuplicate(t *testing.T) {
 	ctx := context.Background()
 	job := e.pub.Job("resume")
 	ok(job.Register(ctx))
-	first := open(t, []string{g.streamURL("resume")}, "")
-	first.waitEvents(t, 1)
+	first := streamtest.Open(t, []string{g.streamURL("resume")}, "")
+	first.WaitEvents(t, 1)
 	for s := 1; s <= 10; s++ {
 		ok(job.Progress(ctx, publisher.Step{Step: s, Total: 20}))
 	}
-	got := first.waitEvents(t, 11)
-	first.close()
+	got := first.WaitEvents(t, 11)
+	first.Close()
 	for s := 11; s <= 20; s++ { // published while the client is away
 		ok(job.Progress(ctx, publisher.Step{Step: s, Total: 20}))
 	}
-	second := open(t, []string{g.streamURL("resume")}, first.client.LastEventID())
-	second.waitEvents(t, 10)
+	second := streamtest.Open(t, []string{g.streamURL("resume")}, first.Client.LastEventID())
+	second.WaitEvents(t, 10)
 	ok(job.Complete(ctx, "r", nil))
-	if err := second.waitDone(t); err != nil {
+	if err := second.WaitDone(t); err != nil {
 		t.Fatal(err)
 	}
-	assertExactlyOnce(t, append(got, second.snapshot()...), e.history("resume"))
+	streamtest.AssertExactlyOnce(t, append(got, second.Events()...), e.history("resume"))
 }
 
 func TestTwoInstances(t *testing.T) {
@@ -376,26 +377,26 @@ func TestTwoInstances(t *testing.T) {
 	ctx := context.Background()
 	job := e.pub.Job("two")
 	ok(job.Register(ctx))
-	s1 := open(t, []string{g1.streamURL("two")}, "")
-	s1.waitEvents(t, 1)
+	s1 := streamtest.Open(t, []string{g1.streamURL("two")}, "")
+	s1.WaitEvents(t, 1)
 	for s := 1; s <= 10; s++ {
 		ok(job.Progress(ctx, publisher.Step{Step: s, Total: 20}))
 	}
-	half := s1.waitEvents(t, 11)
-	s1.close()
+	half := s1.WaitEvents(t, 11)
+	s1.Close()
 	for s := 11; s <= 15; s++ {
 		ok(job.Progress(ctx, publisher.Step{Step: s, Total: 20}))
 	}
-	s2 := open(t, []string{g2.streamURL("two")}, s1.client.LastEventID())
-	s2.waitEvents(t, 5)
+	s2 := streamtest.Open(t, []string{g2.streamURL("two")}, s1.Client.LastEventID())
+	s2.WaitEvents(t, 5)
 	for s := 16; s <= 20; s++ {
 		ok(job.Progress(ctx, publisher.Step{Step: s, Total: 20}))
 	}
 	ok(job.Complete(ctx, "r", nil))
-	if err := s2.waitDone(t); err != nil {
+	if err := s2.WaitDone(t); err != nil {
 		t.Fatal(err)
 	}
-	assertExactlyOnce(t, append(half, s2.snapshot()...), e.history("two"))
+	streamtest.AssertExactlyOnce(t, append(half, s2.Events()...), e.history("two"))
 }
 
 func TestPubSubKilled(t *testing.T) {
@@ -408,15 +409,15 @@ func TestPubSubKilled(t *testing.T) {
 	ok := must(t)
 	ctx := context.Background()
 	jobs := []string{"kill-a", "kill-b", "kill-c"}
-	var streams []*stream
+	var streams []*streamtest.Stream
 	for _, id := range jobs {
 		ok(e.pub.Job(id).Register(ctx))
 		for range 3 {
-			streams = append(streams, open(t, []string{g.streamURL(id)}, ""))
+			streams = append(streams, streamtest.Open(t, []string{g.streamURL(id)}, ""))
 		}
 	}
 	for _, s := range streams {
-		s.waitEvents(t, 1)
+		s.WaitEvents(t, 1)
 	}
 	const steps = 300
 	var wg sync.WaitGroup
@@ -438,10 +439,10 @@ func TestPubSubKilled(t *testing.T) {
 	}
 	wg.Wait()
 	for i, s := range streams {
-		if err := s.waitDone(t); err != nil {
+		if err := s.WaitDone(t); err != nil {
 			t.Fatal(err)
 		}
-		assertExactlyOnce(t, s.snapshot(), e.history(jobs[i/3]))
+		streamtest.AssertExactlyOnce(t, s.Events(), e.history(jobs[i/3]))
 	}
 	if got := g.metric(t, "ssegate_redis_reconnects_total"); got < 1 {
 		t.Errorf("ssegate_redis_reconnects_total = %v after CLIENT KILL", got)

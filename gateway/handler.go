@@ -270,7 +270,9 @@ func (s *Server) resetEvent(job string) []byte {
 func (s *Server) open(c echo.Context, job string, q streamQuery) *writer {
 	setStreamHeaders(c)
 	c.Response().WriteHeader(http.StatusOK)
-	w := &writer{out: newResponseSink(c.Response()), writeTimeout: s.cfg.WriteTimeout, metrics: s.metrics}
+	// The sink writes to net/http's own ResponseWriter: Echo's Response.Flush
+	// swallows errors, and a flush that hit the write deadline must say so.
+	w := &writer{out: newResponseSink(c.Response().Writer), writeTimeout: s.cfg.WriteTimeout, metrics: s.metrics}
 	if q.resume {
 		// Repeat the resume point: a parser that starts each connection
 		// with an empty ID would otherwise forget it at the first blank
@@ -290,6 +292,10 @@ func (s *Server) open(c echo.Context, job string, q streamQuery) *writer {
 func (s *Server) closed(c echo.Context, job string, w *writer, reason string) {
 	s.metrics.connections.Dec()
 	s.metrics.closed.WithLabelValues(reason).Inc()
+	if w.err != nil {
+		s.log.Debug("stream closed", "job", job, "remote", c.RealIP(), "reason", reason, "events", w.sent, "err", w.err)
+		return
+	}
 	s.log.Debug("stream closed", "job", job, "remote", c.RealIP(), "reason", reason, "events", w.sent)
 }
 

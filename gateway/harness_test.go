@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -22,9 +21,9 @@ import (
 	"github.com/ssegate/ssegate/gateway"
 	"github.com/ssegate/ssegate/pkg/event"
 	"github.com/ssegate/ssegate/pkg/protocol"
-	"github.com/ssegate/ssegate/pkg/sseclient"
 	"github.com/ssegate/ssegate/publisher"
 	"github.com/ssegate/ssegate/test/redistest"
+	"github.com/ssegate/ssegate/test/streamtest"
 )
 
 func TestMain(m *testing.M) {
@@ -141,7 +140,7 @@ func serveGateway(t *testing.T, cfg gateway.Config, rdb redis.UniversalClient, w
 
 func (g *gw) waitReady(t *testing.T) {
 	t.Helper()
-	eventually(t, "gateway ready", func() bool {
+	streamtest.Eventually(t, "gateway ready", func() bool {
 		resp, err := http.Get(g.URL + "/readyz")
 		if err != nil {
 			return false
@@ -195,89 +194,6 @@ func (g *gw) metric(t testing.TB, name string, label ...string) float64 {
 
 var _ = testutil.ToFloat64 // the testutil package is the reference for reading metrics
 
-// stream is one SSE client of a test, run in the background.
-type stream struct {
-	client *sseclient.Client
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	mu     sync.Mutex
-	events []event.Message // heartbeats excluded
-	beats  int
-	err    error
-}
-
-// open starts a client that reads until the job's terminal event.
-func open(t *testing.T, urls []string, lastEventID string, configure ...func(*sseclient.Client)) *stream {
-	t.Helper()
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	c := &sseclient.Client{URLs: urls, HTTPClient: &http.Client{Transport: tr}, DefaultRetry: 50 * time.Millisecond}
-	c.SetLastEventID(lastEventID)
-	for _, f := range configure {
-		f(c)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &stream{client: c, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		err := c.Stream(ctx, func(m event.Message) error {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if m.Event == string(event.TypeHeartbeat) {
-				s.beats++
-				return nil
-			}
-			s.events = append(s.events, m)
-			if event.Type(m.Event).Terminal() {
-				return sseclient.ErrStop
-			}
-			return nil
-		})
-		s.mu.Lock()
-		s.err = err
-		s.mu.Unlock()
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-s.done
-	})
-	return s
-}
-
-func (s *stream) snapshot() []event.Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]event.Message(nil), s.events...)
-}
-
-// waitDone waits until the client stopped by itself (terminal event or a
-// fatal answer) and returns its error.
-func (s *stream) waitDone(t *testing.T) error {
-	t.Helper()
-	select {
-	case <-s.done:
-	case <-time.After(wait):
-		t.Fatalf("stream did not end; has %d events", len(s.snapshot()))
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
-// waitEvents waits until the client has at least n events.
-func (s *stream) waitEvents(t *testing.T, n int) []event.Message {
-	t.Helper()
-	eventually(t, fmt.Sprintf("%d events", n), func() bool { return len(s.snapshot()) >= n })
-	return s.snapshot()
-}
-
-// close stops the client as a user closing the tab would.
-func (s *stream) close() {
-	s.cancel()
-	<-s.done
-}
-
 // history returns the job's stream entries.
 func (e *env) history(job string) []redis.XMessage {
 	e.t.Helper()
@@ -286,48 +202,6 @@ func (e *env) history(job string) []redis.XMessage {
 		e.t.Fatal(err)
 	}
 	return entries
-}
-
-// assertExactlyOnce checks that got holds exactly the entries of want, in
-// order, by ID, type and (except for complete events, which the gateway
-// rebuilds for each client) data.
-func assertExactlyOnce(t *testing.T, got []event.Message, want []redis.XMessage) {
-	t.Helper()
-	var b strings.Builder
-	n := max(len(got), len(want))
-	ok := len(got) == len(want)
-	for i := range n {
-		var g, w string
-		if i < len(got) {
-			g = got[i].ID + " " + got[i].Event
-		}
-		if i < len(want) {
-			w = want[i].ID + " " + fmt.Sprint(want[i].Values["type"])
-		}
-		mark := " "
-		if g != w || (i < len(got) && i < len(want) && got[i].Event != "complete" && string(got[i].Data) != want[i].Values["data"]) {
-			if !(i < len(got) && i < len(want) && got[i].Event == "status" && g == w) { // snapshot status: same ID and type, own timestamp
-				ok = false
-				mark = "!"
-			}
-		}
-		fmt.Fprintf(&b, "%s %-40s | %s\n", mark, g, w)
-	}
-	if !ok {
-		t.Fatalf("events differ from the job's stream (got | want):\n%s", b.String())
-	}
-}
-
-// eventually polls cond until it holds or the wait runs out.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // must fails the test on a publish error and returns the event ID.

@@ -127,7 +127,12 @@ func (w *writer) loop(ctx context.Context, c *client, heartbeatEvery, timeout ti
 	for {
 		select {
 		case <-ctx.Done():
-			return reasonClientGone
+			select {
+			case <-c.kicked:
+				return c.kickReason // the hub's reason says more
+			default:
+				return reasonClientGone
+			}
 		case <-c.kicked:
 			return w.kicked(c)
 		case <-deadline.C:
