@@ -13,7 +13,10 @@ FUZZ_TARGETS := \
 	./pkg/protocol:FuzzParseID \
 	./gateway:FuzzParseStreamQuery
 
-.PHONY: build test unit lint fmt-check vet staticcheck fuzz bench clean
+# The process-level failure scenarios (test/failure_test.go).
+SCENARIOS := TestRollingRestart|TestCrash|TestPubSubCut|TestRedisRestart|TestSlowAndStalledClients|TestChurn
+
+.PHONY: build test unit lint fmt-check vet staticcheck fuzz soak bench clean
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -43,6 +46,11 @@ fuzz:
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg > /tmp/ssegate-fuzz.log 2>&1 || { cat /tmp/ssegate-fuzz.log; exit 1; }; \
 	done
+
+# Longer runs of the failure scenarios: 10 rounds, 20,000-connection churn,
+# a 10,000-event job under 50 pub/sub kills. About 15 minutes.
+soak:
+	SSEGATE_SOAK=1 $(GO) test -race -count=10 -timeout 60m -run '^($(SCENARIOS))$$' ./test/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

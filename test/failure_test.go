@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -27,6 +28,10 @@ import (
 )
 
 var keys = protocol.NewKeys("")
+
+// soak reports whether the long variants run (make soak): more connections
+// and events, for hunting rare failures; CI runs the short ones.
+func soak() bool { return os.Getenv("SSEGATE_SOAK") != "" }
 
 // cluster is a real redis-server and gateway processes on it.
 type cluster struct {
@@ -263,8 +268,12 @@ func TestPubSubCut(t *testing.T) {
 	for _, s := range clients {
 		s.WaitEvents(t, 1)
 	}
-	errc := c.publishAll([]string{"cut"}, 1000, time.Millisecond, 0)
-	for range 5 {
+	steps, kills := 1000, 5
+	if soak() {
+		steps, kills = 10000, 50
+	}
+	errc := c.publishAll([]string{"cut"}, steps, time.Millisecond, 0)
+	for range kills {
 		time.Sleep(150 * time.Millisecond)
 		c.redis.Do(t, "CLIENT", "KILL", "TYPE", "pubsub")
 	}
@@ -604,13 +613,17 @@ func TestChurn(t *testing.T) {
 	baseline := metric(t, g, "go_goroutines")
 
 	addr := strings.TrimPrefix(g.URL, "http://")
+	perWorker := 40 // 50 workers: 2,000 connections
+	if soak() {
+		perWorker = 400
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failures []string
 	for w := range 50 {
 		wg.Go(func() {
-			for i := range 40 {
-				job := jobs[(w*40+i)%len(jobs)]
+			for i := range perWorker {
+				job := jobs[(w*perWorker+i)%len(jobs)]
 				if err := churnOnce(addr, job, i%4 == 0); err != nil {
 					mu.Lock()
 					failures = append(failures, err.Error())
@@ -621,7 +634,7 @@ func TestChurn(t *testing.T) {
 	}
 	wg.Wait()
 	if len(failures) > 0 {
-		t.Fatalf("%d of 2000 connections failed, first: %s", len(failures), failures[0])
+		t.Fatalf("%d of %d connections failed, first: %s", len(failures), 50*perWorker, failures[0])
 	}
 	streamtest.Eventually(t, "gauges back to 0", func() bool {
 		return metric(t, g, "ssegate_connections") == 0 && metric(t, g, "ssegate_subscribed_jobs") == 0
