@@ -154,4 +154,3 @@ func BenchmarkReplayFromRedis(b *testing.B) {
 		}
 	}
 }
-
