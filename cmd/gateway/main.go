@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -24,7 +26,9 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ssegate/ssegate/demo"
 	"github.com/ssegate/ssegate/gateway"
+	"github.com/ssegate/ssegate/publisher"
 )
 
 func main() {
@@ -44,6 +48,8 @@ type options struct {
 	maxConns     int
 	maxJobConns  int
 	corsOrigins  string
+	demo         demoMode
+	demoScale    float64
 }
 
 // envTwins maps each flag to its environment variable.
@@ -72,6 +78,8 @@ var envTwins = map[string]string{
 	"redis-timeout":           "SSEGATE_REDIS_TIMEOUT",
 	"log-level":               "SSEGATE_LOG_LEVEL",
 	"log-format":              "SSEGATE_LOG_FORMAT",
+	"demo":                    "SSEGATE_DEMO",
+	"demo-step-scale":         "SSEGATE_DEMO_STEP_SCALE",
 }
 
 // parseConfig reads flags over environment over defaults.
@@ -104,6 +112,9 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", gateway.DefaultRedisTimeout, "bound of each Redis read")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	o.demo = "auto"
+	fs.Var(&o.demo, "demo", "demo page at / and simulated jobs: auto (on with the embedded Redis), on or off")
+	fs.Float64Var(&o.demoScale, "demo-step-scale", 1, "multiplies the demo jobs' step durations (a job takes about 12s at 1)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: gateway [flags]\n\nEvery flag can also be set by its environment variable; flags win.\n\n")
 		fs.VisitAll(func(f *flag.Flag) {
@@ -130,6 +141,9 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		if origin = strings.TrimSpace(origin); origin != "" {
 			cfg.CORSOrigins = append(cfg.CORSOrigins, origin)
 		}
+	}
+	if !(o.demoScale > 0) {
+		return cfg, o, fmt.Errorf("--demo-step-scale must be positive, got %v", o.demoScale)
 	}
 	if cfg.CORSOrigins == nil {
 		return cfg, o, errors.New("--cors-origins names no origin")
@@ -236,6 +250,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Error("config", "err", err)
 		return 2
 	}
+	if o.demo.on(o.redisURL) {
+		d := demo.New(publisher.New(rdb, publisher.WithKeyPrefix(cfg.KeyPrefix)), log, demo.WithStepScale(o.demoScale))
+		defer d.Close()
+		srv.Handle(http.MethodGet, "/", d)
+		srv.Handle(http.MethodGet, "/demo/*", d)
+		srv.Handle(http.MethodPost, "/demo/jobs", d)
+		log.Info("demo mode: open the demo page", "url", demoURL(cfg.Addr))
+	}
 	start := time.Now()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("gateway stopped", "err", err)
@@ -243,6 +265,41 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("bye", "uptime", time.Since(start).Round(time.Second))
 	return 0
+}
+
+// demoMode is the value of --demo: auto, on or off. A bare --demo is on.
+type demoMode string
+
+func (m *demoMode) String() string   { return string(*m) }
+func (m *demoMode) IsBoolFlag() bool { return true }
+
+func (m *demoMode) Set(v string) error {
+	switch strings.ToLower(v) {
+	case "auto":
+		*m = "auto"
+	case "on", "true", "1", "yes":
+		*m = "on"
+	case "off", "false", "0", "no":
+		*m = "off"
+	default:
+		return fmt.Errorf("want auto, on or off, got %q", v)
+	}
+	return nil
+}
+
+// on reports whether demo mode is on: auto means on with the embedded Redis.
+func (m demoMode) on(redisURL string) bool { return m == "on" || m == "auto" && redisURL == "" }
+
+// demoURL is the demo page's URL for a listen address.
+func demoURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr + "/"
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }
 
 // redisLogger sends go-redis's internal messages to slog at debug level.
