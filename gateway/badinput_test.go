@@ -144,32 +144,47 @@ func TestBadInput(t *testing.T) {
 	if len(tests) < 40 {
 		t.Fatalf("only %d cases", len(tests))
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			resp, body := rawRequest(t, addr, tt.req)
-			var got struct{ Error, Code string }
-			if err := json.Unmarshal([]byte(body), &got); err != nil {
-				t.Fatalf("%d body %q is not the JSON error: %v", resp.StatusCode, truncate(body, 200), err)
-			}
-			if resp.StatusCode != tt.status || got.Code != tt.code || got.Error == "" {
-				t.Errorf("got %d %s %q; want %d %s", resp.StatusCode, got.Code, got.Error, tt.status, tt.code)
-			}
-			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-				t.Errorf("Content-Type %q, want application/json", ct)
-			}
-			for k := range resp.Header {
-				if strings.EqualFold(k, "X-Evil") {
-					t.Errorf("request data came back as header %s", k)
-				}
-			}
-			if strings.Contains(body, "event: evil") {
-				t.Errorf("request data came back as an SSE field: %q", body)
-			}
-		})
-	}
+	t.Run("cases", func(t *testing.T) { // returns once every parallel case is done
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				checkBadInput(t, addr, tt.req, tt.status, tt.code)
+			})
+		}
+	})
 	if got := g.metric(t, "ssegate_panics_total"); got != 0 {
 		t.Errorf("ssegate_panics_total = %v", got)
+	}
+	if got := g.metric(t, "ssegate_stream_requests_total", "answer", "stream"); got != 0 {
+		t.Errorf("a bad request opened a stream: stream_requests{stream} = %v", got)
+	}
+	if got := g.metric(t, "ssegate_stream_requests_total", "answer", "bad_request"); got < 30 {
+		t.Errorf("stream_requests{bad_request} = %v", got)
+	}
+}
+
+// checkBadInput sends req and checks the JSON error it gets, and that
+// nothing the request carried came back as a header or an SSE field.
+func checkBadInput(t *testing.T, addr, req string, status int, code string) {
+	t.Helper()
+	resp, body := rawRequest(t, addr, req)
+	var got struct{ Error, Code string }
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("%d body %q is not the JSON error: %v", resp.StatusCode, truncate(body, 200), err)
+	}
+	if resp.StatusCode != status || got.Code != code || got.Error == "" {
+		t.Errorf("got %d %s %q; want %d %s", resp.StatusCode, got.Code, got.Error, status, code)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("Content-Type %q, want application/json", ct)
+	}
+	for k := range resp.Header {
+		if strings.EqualFold(k, "X-Evil") {
+			t.Errorf("request data came back as header %s", k)
+		}
+	}
+	if strings.Contains(body, "event: evil") {
+		t.Errorf("request data came back as an SSE field: %q", body)
 	}
 }
 

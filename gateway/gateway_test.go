@@ -182,6 +182,14 @@ func TestFinishedJobs(t *testing.T) {
 		if status, _, _ := rawGet(t, g.streamURL("done", "lastEventId="+final)); status != http.StatusNoContent {
 			t.Errorf("lastEventId fallback: %d", status)
 		}
+		// Visible to operators: a browser that keeps reconnecting after the
+		// end would show up here.
+		if got := g.metric(t, "ssegate_stream_requests_total", "answer", "no_content"); got != 3 {
+			t.Errorf("stream_requests{no_content} = %v, want 3", got)
+		}
+		if got := g.metric(t, "ssegate_stream_requests_total", "answer", "stream"); got != 2 {
+			t.Errorf("stream_requests{stream} = %v, want 2", got)
+		}
 	})
 	t.Run("resume before the end gets the rest and closes", func(t *testing.T) {
 		_, _, body := rawGet(t, g.streamURL("done"), "Last-Event-ID", mid)

@@ -31,8 +31,35 @@ var refusals = map[string]struct{ code, msg string }{
 	refuseRedis:    {CodeRedisUnavailable, "Redis is unavailable; reconnect later"},
 }
 
-// handleStream serves GET /api/reports/:jobId/stream.
+// handleStream serves GET /api/reports/:jobId/stream and counts its answer
+// (ssegate_stream_requests_total).
 func (s *Server) handleStream(c echo.Context) error {
+	err := s.stream(c)
+	var ae *apiError
+	switch {
+	case c.Get(answerKey) != nil:
+	case errors.As(err, &ae) && ae.Status == http.StatusBadRequest:
+		s.answer(c, answerBadRequest)
+	case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
+		s.answer(c, answerNotFound)
+	case err == nil:
+		s.answer(c, answerGone)
+	}
+	return err
+}
+
+// answerKey holds, in the Echo context, how a stream request was answered.
+const answerKey = "ssegate.answer"
+
+// answer counts how a stream request was answered, once.
+func (s *Server) answer(c echo.Context, a string) {
+	if c.Get(answerKey) == nil {
+		c.Set(answerKey, a)
+		s.metrics.requests.WithLabelValues(a).Inc()
+	}
+}
+
+func (s *Server) stream(c echo.Context) error {
 	req := c.Request()
 	job := c.Param("jobId")
 	if !protocol.ValidJobID(job) {
@@ -131,6 +158,8 @@ func (s *Server) handleStream(c echo.Context) error {
 // reconnecting on it), else what the client misses, then close.
 func (s *Server) streamFinished(c echo.Context, job string, q streamQuery, st *jobState) error {
 	if q.resume && q.lastID == st.lastID {
+		s.log.Debug("stream request after the terminal event: 204", "job", job, "remote", c.RealIP())
+		s.answer(c, answerNoContent)
 		return c.NoContent(http.StatusNoContent)
 	}
 	ctx := c.Request().Context()
@@ -283,6 +312,7 @@ func (s *Server) open(c echo.Context, job string, q streamQuery) *writer {
 		w.write(s.retryHint)
 	}
 	_ = w.flush()
+	s.answer(c, answerStream)
 	s.metrics.opened.Inc()
 	s.metrics.connections.Inc()
 	s.log.Debug("stream opened", "job", job, "remote", c.RealIP(), "resume", q.resume, "last_event_id", lastIDAttr(q))
@@ -335,6 +365,7 @@ func (s *Server) refuse(c echo.Context, reason string) error {
 	s.metrics.refusals.WithLabelValues(reason).Inc()
 	r := refusals[reason]
 	retry := jitter(s.cfg.Retry)
+	s.answer(c, answerRefused)
 	if acceptsEventStream(c.Request()) {
 		setStreamHeaders(c)
 		c.Response().WriteHeader(http.StatusOK)

@@ -32,8 +32,19 @@ type metrics struct {
 	redisErrors     *prometheus.CounterVec
 	redisReconnects prometheus.Counter
 	refusals        *prometheus.CounterVec
+	requests        *prometheus.CounterVec
 	panics          prometheus.Counter
 }
+
+// Answers to stream requests: the label of ssegate_stream_requests_total.
+const (
+	answerStream     = "stream"      // a 200 event stream with events
+	answerNoContent  = "no_content"  // 204: the client has the terminal event
+	answerNotFound   = "not_found"   // 404: no such job
+	answerBadRequest = "bad_request" // 400
+	answerRefused    = "refused"     // transient refusal (see ssegate_refused_streams_total)
+	answerGone       = "client_gone" // the client left before an answer
+)
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -69,6 +80,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ssegate_refused_streams_total", Help: "Streams refused as transient, by reason.",
 		}, []string{"reason"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ssegate_stream_requests_total", Help: "Stream requests, by answer.",
+		}, []string{"answer"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ssegate_panics_total", Help: "Handler panics recovered into a 500.",
 		}),
@@ -90,8 +104,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{refuseDraining, refuseFull, refuseJobFull, refuseRedis} {
 		m.refusals.WithLabelValues(r)
 	}
+	for _, a := range []string{answerStream, answerNoContent, answerNotFound, answerBadRequest, answerRefused, answerGone} {
+		m.requests.WithLabelValues(a)
+	}
 	reg.MustRegister(m.connections, m.opened, m.closed, m.subscribedJobs, sent, m.eventsReplayed,
-		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.panics)
+		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics)
 	return m
 }
 
