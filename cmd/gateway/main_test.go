@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ssegate/ssegate/gateway"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, o, err := parseConfig(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != ":8080" || cfg.KeyPrefix != "ssegate" || cfg.Heartbeat != 30*time.Second ||
+		cfg.DefaultTimeout != 5*time.Minute || cfg.MaxTimeout != 10*time.Minute || cfg.Retry != 2*time.Second ||
+		cfg.MaxConnections != gateway.DefaultMaxConnections || cfg.MaxConnectionsPerJob != gateway.DefaultMaxConnectionsPerJob ||
+		cfg.ReportMaxBytes != 1<<20 || len(cfg.CORSOrigins) != 1 || cfg.CORSOrigins[0] != "*" {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	if o.redisURL != "" || o.embeddedAddr != "127.0.0.1:6380" || o.logLevel != "info" || o.logFormat != "text" || o.demo != "auto" {
+		t.Errorf("options: %+v", o)
+	}
+}
+
+// Every flag has an environment twin, and every twin works.
+func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
+	t.Parallel()
+	var names []string
+	// The flags parseConfig defines, read back from its --help output.
+	var help bytes.Buffer
+	if _, _, err := parseConfig([]string{"--help"}, env(nil), &help); err != flag.ErrHelp {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, line := range strings.Split(help.String(), "\n") {
+		if f, ok := strings.CutPrefix(strings.TrimSpace(line), "--"); ok {
+			names = append(names, strings.Fields(f)[0])
+		}
+	}
+	if len(names) < 20 {
+		t.Fatalf("found only %d flags in --help:\n%s", len(names), help.String())
+	}
+	for _, name := range names {
+		if envTwins[name] == "" {
+			t.Errorf("flag --%s has no environment twin", name)
+		}
+	}
+	values := map[string]string{
+		"SSEGATE_ADDR": "127.0.0.1:9999", "REDIS_URL": "redis://example:6379/2", "SSEGATE_KEY_PREFIX": "acme",
+		"SSEGATE_HEARTBEAT": "15s", "SSEGATE_DEFAULT_TIMEOUT": "2m", "SSEGATE_MAX_TIMEOUT": "20m", "SSEGATE_RETRY": "3s",
+		"SSEGATE_MAX_CONNECTIONS": "0", "SSEGATE_MAX_CONNECTIONS_PER_JOB": "7", "SSEGATE_CLIENT_BUFFER": "9",
+		"SSEGATE_REPORT_MAX_BYTES": "100", "SSEGATE_CORS_ORIGINS": "https://a.example, https://b.example",
+		"SSEGATE_SHUTDOWN_GRACE": "1s", "SSEGATE_SHUTDOWN_TIMEOUT": "4s", "SSEGATE_SEND_BUFFER": "65536",
+		"SSEGATE_WRITE_TIMEOUT": "3s", "SSEGATE_PUBSUB_CONNS": "2", "SSEGATE_JOIN_TIMEOUT": "1s",
+		"SSEGATE_CANARY_INTERVAL": "500ms", "SSEGATE_REDIS_TIMEOUT": "2s", "SSEGATE_LOG_LEVEL": "debug",
+		"SSEGATE_LOG_FORMAT": "json", "SSEGATE_EMBEDDED_REDIS_ADDR": "127.0.0.1:7000", "SSEGATE_REDIS_MODE": "single",
+		"SSEGATE_DEMO": "off", "SSEGATE_DEMO_STEP_SCALE": "0.5",
+	}
+	for _, twin := range envTwins {
+		if _, ok := values[twin]; !ok {
+			t.Errorf("no test value for %s", twin)
+		}
+	}
+	cfg, o, err := parseConfig(nil, env(values), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := gateway.Config{
+		Addr: "127.0.0.1:9999", KeyPrefix: "acme", Heartbeat: 15 * time.Second, DefaultTimeout: 2 * time.Minute,
+		MaxTimeout: 20 * time.Minute, Retry: 3 * time.Second, MaxConnections: -1, MaxConnectionsPerJob: 7,
+		ClientBuffer: 9, ReportMaxBytes: 100, ShutdownGrace: time.Second, ShutdownTimeout: 4 * time.Second,
+		SendBuffer: 65536, WriteTimeout: 3 * time.Second, PubSubConns: 2, JoinTimeout: time.Second,
+		CanaryInterval: 500 * time.Millisecond, RedisTimeout: 2 * time.Second,
+	}
+	got := cfg
+	got.CORSOrigins = nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("from the environment:\n got  %+v\n want %+v", got, want)
+	}
+	if strings.Join(cfg.CORSOrigins, "|") != "https://a.example|https://b.example" {
+		t.Errorf("CORS origins %q", cfg.CORSOrigins)
+	}
+	if o.redisURL != "redis://example:6379/2" || o.logLevel != "debug" || o.logFormat != "json" ||
+		o.embeddedAddr != "127.0.0.1:7000" || o.redisMode != "single" || o.demo != "off" || o.demoScale != 0.5 {
+		t.Errorf("options from the environment: %+v", o)
+	}
+}
+
+func TestFlagsWinOverEnv(t *testing.T) {
+	t.Parallel()
+	cfg, _, err := parseConfig([]string{"--heartbeat", "5s", "--max-connections-per-job", "0"},
+		env(map[string]string{"SSEGATE_HEARTBEAT": "15s", "SSEGATE_MAX_CONNECTIONS_PER_JOB": "3"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Heartbeat != 5*time.Second || cfg.MaxConnectionsPerJob != -1 {
+		t.Errorf("heartbeat %v, per-job %d", cfg.Heartbeat, cfg.MaxConnectionsPerJob)
+	}
+}
+
+func TestBadSettings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"bad duration flag", []string{"--heartbeat", "often"}, nil, "heartbeat"},
+		{"bad duration env", nil, map[string]string{"SSEGATE_RETRY": "soon"}, "SSEGATE_RETRY"},
+		{"bad number env", nil, map[string]string{"SSEGATE_CLIENT_BUFFER": "many"}, "SSEGATE_CLIENT_BUFFER"},
+		{"default above max", []string{"--default-timeout", "20m"}, nil, "DefaultTimeout"},
+		{"empty origins", []string{"--cors-origins", " , "}, nil, "cors-origins"},
+		{"stray argument", []string{"serve"}, nil, "unexpected arguments"},
+		{"unknown flag", []string{"--nope"}, nil, "not defined"},
+		{"bad demo", []string{"--demo=maybe"}, nil, "auto, on or off"},
+		{"bad demo scale", []string{"--demo-step-scale", "0"}, nil, "demo-step-scale"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, _, err := parseConfig(tt.args, env(tt.env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want one mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunExitCodes(t *testing.T) {
+	t.Parallel()
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"--retry", "x"}, env(nil), &out, &errb); code != 2 || errb.Len() == 0 {
+		t.Errorf("bad flag: exit %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run(context.Background(), []string{"--log-format", "xml"}, env(nil), &out, &errb); code != 2 {
+		t.Errorf("bad log format: exit %d", code)
+	}
+	errb.Reset()
+	if code := run(context.Background(), []string{"--help"}, env(nil), &out, &errb); code != 0 || !strings.Contains(out.String(), "SSEGATE_HEARTBEAT") {
+		t.Errorf("--help: exit %d, %q", code, out.String())
+	}
+	// A Redis URL that cannot be parsed fails before serving.
+	errb.Reset()
+	if code := run(context.Background(), []string{"--redis-url", "http://nope", "--addr", "127.0.0.1:0"}, env(nil), &out, &errb); code != 1 {
+		t.Errorf("bad Redis URL: exit %d, %q", code, errb.String())
+	}
+}
