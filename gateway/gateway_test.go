@@ -1,9 +1,12 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/ssegate/ssegate/pkg/event"
 	"github.com/ssegate/ssegate/pkg/protocol"
+	"github.com/ssegate/ssegate/pkg/sseclient"
 	"github.com/ssegate/ssegate/publisher"
 	"github.com/ssegate/ssegate/test/streamtest"
 )
@@ -465,3 +469,126 @@ func TestPubSubKilled(t *testing.T) {
 
 // Compile-time use of protocol in this file's helpers.
 var _ = protocol.ParseID
+
+// TestStreamPaths runs a job and a resume through every way a stream can be
+// served: HTTP/1.1 taken over from net/http (the default), HTTP/1.1 left
+// with net/http, HTTP/1.0 (no chunking) and HTTP/2 without TLS (never taken
+// over).
+func TestStreamPaths(t *testing.T) {
+	t.Parallel()
+	h2 := &http.Transport{Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(h2.CloseIdleConnections)
+	for _, tc := range []struct {
+		name       string
+		noTakeOver bool
+		client     func(*sseclient.Client)
+		proto      string
+	}{
+		{"HTTP/1.1 taken over", false, nil, "HTTP/1.1"},
+		{"HTTP/1.1 with net/http", true, nil, "HTTP/1.1"},
+		{"HTTP/2 cleartext", false, func(c *sseclient.Client) { c.HTTPClient = &http.Client{Transport: h2} }, "HTTP/2.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			cfg := testConfig()
+			cfg.NoTakeOver = tc.noTakeOver
+			g := e.gateway(cfg)
+			ok := must(t)
+			ctx := context.Background()
+			job := e.pub.Job("paths")
+			ok(job.Register(ctx))
+			var configure []func(*sseclient.Client)
+			if tc.client != nil {
+				configure = append(configure, tc.client)
+			}
+			s := streamtest.Open(t, []string{g.streamURL("paths", "includeReport=true")}, "", configure...)
+			s.WaitEvents(t, 1)
+			for i := 1; i <= 5; i++ {
+				ok(job.Progress(ctx, publisher.Step{Step: i, Total: 10}))
+			}
+			first := s.WaitEvents(t, 6)
+			s.Close()
+			for i := 6; i <= 10; i++ {
+				ok(job.Progress(ctx, publisher.Step{Step: i, Total: 10}))
+			}
+			rest := streamtest.Open(t, []string{g.streamURL("paths", "includeReport=true")}, s.Client.LastEventID(), configure...)
+			rest.WaitEvents(t, 5)
+			ok(job.Complete(ctx, "r", json.RawMessage(`{"n":10}`)))
+			if err := rest.WaitDone(t); err != nil {
+				t.Fatal(err)
+			}
+			streamtest.AssertExactlyOnce(t, append(first, rest.Events()...), e.history("paths"))
+			if last := rest.Events()[len(rest.Events())-1]; !strings.Contains(string(last.Data), `"report":{"n":10}`) {
+				t.Errorf("complete = %s", last.Data)
+			}
+
+			// The response head, as the client saw it.
+			req, _ := http.NewRequest(http.MethodGet, g.streamURL("paths"), nil)
+			client := http.DefaultClient
+			if tc.client != nil {
+				client = &http.Client{Transport: h2}
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			h := resp.Header
+			if resp.Proto != tc.proto || h.Get("Content-Type") != "text/event-stream" || h.Get("Cache-Control") != "no-cache" ||
+				h.Get("X-Accel-Buffering") != "no" || !strings.Contains(string(body), "event: complete") {
+				t.Errorf("%s %v %q", resp.Proto, h, body)
+			}
+			if conn := h.Get("Connection"); (tc.proto == "HTTP/1.1") != (conn == "keep-alive") {
+				t.Errorf("%s: Connection %q; keep-alive only on HTTP/1.1", resp.Proto, conn)
+			}
+			streamtest.Eventually(t, "streams closed", func() bool { return g.metric(t, "ssegate_connections") == 0 })
+		})
+	}
+}
+
+func TestHTTP10Stream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.gateway(testConfig())
+	ok := must(t)
+	ctx := context.Background()
+	ok(e.pub.Job("old").Register(ctx))
+	addr := strings.TrimPrefix(g.URL, "http://")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(wait))
+	if _, err := io.WriteString(conn, "GET /api/reports/old/stream HTTP/1.0\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Proto != "HTTP/1.0" || len(resp.TransferEncoding) != 0 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("head: %s %v %v", resp.Proto, resp.TransferEncoding, resp.Header)
+	}
+	dec := event.NewDecoder(resp.Body)
+	if m, err := dec.Next(); err != nil || m.Event != "status" {
+		t.Fatalf("first event %+v, %v", m, err)
+	}
+	ok(e.pub.Job("old").Complete(ctx, "r", nil))
+	for {
+		m, err := dec.Next()
+		if err != nil {
+			t.Fatalf("before complete: %v", err)
+		}
+		if m.Event == "complete" {
+			break
+		}
+	}
+	if _, err := dec.Next(); err != io.EOF {
+		t.Errorf("after complete: %v, want the connection closed", err)
+	}
+}

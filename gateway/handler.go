@@ -75,7 +75,14 @@ func (s *Server) stream(c echo.Context) error {
 	if !s.admit() {
 		return s.refuse(c, refuseFull)
 	}
-	defer s.active.Add(-1)
+	// What is held from here on is released when the stream ends, by this
+	// goroutine or, once the connection is taken over, by the stream's own.
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			s.active.Add(-1)
+		}
+	}()
 	ctx := req.Context()
 
 	// A first look without subscribing: unknown and finished jobs are
@@ -105,7 +112,11 @@ func (s *Server) stream(c echo.Context) error {
 	case err != nil:
 		return nil // the client left while waiting
 	}
-	defer s.hub.leave(js, cl)
+	defer func() {
+		if !handedOff {
+			s.hub.leave(js, cl)
+		}
+	}()
 
 	if st, err = s.store.state(ctx, job); err != nil {
 		return s.redisFailed(c, "state", err)
@@ -116,41 +127,69 @@ func (s *Server) stream(c echo.Context) error {
 	if st.status.Terminal() {
 		return s.streamFinished(c, job, q, st)
 	}
-	var history []historyEntry
-	found := false
+	o := &openStream{job: job, q: q, remote: c.RealIP(), cl: cl, js: js, st: st}
 	if q.resume {
 		entries, ok, err := s.store.after(ctx, job, q.lastID)
 		if err != nil {
 			return s.redisFailed(c, "replay", err)
 		}
-		history, found = s.history(job, entries), ok
+		o.history, o.found = s.history(job, entries), ok
 	}
 
-	w := s.open(c, job, q)
-	reason := reasonClientGone
-	defer func() { s.closed(c, job, w, reason) }()
-	switch {
-	case q.resume && found:
-		// Exactly the events after the client's, from the stream.
-		w.last = q.lastID
-		done, r := s.replay(ctx, w, job, q, history)
-		if done {
-			reason = r
-			return nil
-		}
-	case q.resume:
-		w.raw(s.resetEvent(job), event.TypeReset)
-		s.snapshot(w, job, st)
-	default:
-		s.snapshot(w, job, st)
-	}
-	if err := w.flush(); err != nil {
-		reason = w.failed(cl, err)
+	w, sink := s.open(c, job, q, true)
+	if sink == nil {
+		s.closed(o, w, s.serveOpen(ctx, w, o))
 		return nil
 	}
-	s.hub.started(js, cl, w.last)
-	reason = w.loop(ctx, cl, s.cfg.Heartbeat, q.timeout)
+	handedOff = true
+	s.streams.Go(func() {
+		s.conns.Store(sink, struct{}{})
+		ctx, stop := watchClose(s.hub.ctx, sink.conn)
+		reason := s.serveOpen(ctx, w, o)
+		sink.end()
+		stop()
+		s.conns.Delete(sink)
+		s.closed(o, w, reason)
+		s.hub.leave(js, cl)
+		s.active.Add(-1)
+	})
 	return nil
+}
+
+// openStream is a stream of a running job whose answer is decided: what it
+// writes first, and where it stands in the hub.
+type openStream struct {
+	job     string
+	q       streamQuery
+	remote  string
+	cl      *client
+	js      *jobSub
+	st      *jobState
+	history []historyEntry // the first page after the resume point
+	found   bool           // the resume point is in the retained history
+}
+
+// serveOpen writes the replay or the snapshot, then live events until the
+// stream ends, and returns why it ended.
+func (s *Server) serveOpen(ctx context.Context, w *writer, o *openStream) string {
+	switch {
+	case o.q.resume && o.found:
+		// Exactly the events after the client's, from the stream.
+		w.last = o.q.lastID
+		if done, reason := s.replay(ctx, w, o.job, o.q, o.history); done {
+			return reason
+		}
+	case o.q.resume:
+		w.raw(s.resetEvent(o.job), event.TypeReset)
+		s.snapshot(w, o.job, o.st)
+	default:
+		s.snapshot(w, o.job, o.st)
+	}
+	if err := w.flush(); err != nil {
+		return w.failed(o.cl, err)
+	}
+	s.hub.started(o.js, o.cl, w.last)
+	return w.loop(ctx, o.cl, s.cfg.Heartbeat, o.q.timeout)
 }
 
 // streamFinished answers a stream request for a completed or failed job:
@@ -172,9 +211,9 @@ func (s *Server) streamFinished(c echo.Context, job string, q streamQuery, st *j
 		}
 		history, found = s.history(job, entries), ok
 	}
-	w := s.open(c, job, q)
+	w, _ := s.open(c, job, q, false)
 	reason := reasonFinished
-	defer func() { s.closed(c, job, w, reason) }()
+	defer func() { s.closed(&openStream{job: job, remote: c.RealIP()}, w, reason) }()
 	if q.resume && found {
 		w.last = q.lastID
 		if done, r := s.replay(ctx, w, job, q, history); done {
@@ -295,13 +334,33 @@ func (s *Server) resetEvent(job string) []byte {
 }
 
 // open starts a 200 event stream: headers, then the retry hint, flushed at
-// once so the client knows the stream is up.
-func (s *Server) open(c echo.Context, job string, q streamQuery) *writer {
+// once so the client knows the stream is up. With takeOver, an HTTP/1.x
+// connection is taken over from net/http (see conn.go) and its sink is
+// returned: the stream then runs on its own goroutine.
+func (s *Server) open(c echo.Context, job string, q streamQuery, mayTakeOver bool) (*writer, *connSink) {
 	setStreamHeaders(c)
-	c.Response().WriteHeader(http.StatusOK)
-	// The sink writes to net/http's own ResponseWriter: Echo's Response.Flush
-	// swallows errors, and a flush that hit the write deadline must say so.
-	w := &writer{out: newResponseSink(c.Response().Writer), writeTimeout: s.cfg.WriteTimeout, metrics: s.metrics}
+	w := &writer{writeTimeout: s.cfg.WriteTimeout, metrics: s.metrics}
+	var sink *connSink
+	var err error
+	if mayTakeOver && !s.cfg.NoTakeOver {
+		sink, err = takeOver(c.Response().Writer, c.Request(), c.Response().Header(), http.StatusOK)
+	}
+	switch {
+	case err != nil:
+		// Taken over, then lost while writing the head: the stream ends
+		// at its first write, as for any client gone.
+		c.Response().Committed = true
+		w.out = failedSink{err}
+	case sink != nil:
+		c.Response().Committed = true // Echo must not answer on a connection it no longer has
+		w.out = sink
+	default:
+		c.Response().WriteHeader(http.StatusOK)
+		// The sink writes to net/http's own ResponseWriter: Echo's
+		// Response.Flush swallows errors, and a flush that hit the write
+		// deadline must say so.
+		w.out = newResponseSink(c.Response().Writer)
+	}
 	if q.resume {
 		// Repeat the resume point: a parser that starts each connection
 		// with an empty ID would otherwise forget it at the first blank
@@ -315,18 +374,18 @@ func (s *Server) open(c echo.Context, job string, q streamQuery) *writer {
 	s.answer(c, answerStream)
 	s.metrics.opened.Inc()
 	s.metrics.connections.Inc()
-	s.log.Debug("stream opened", "job", job, "remote", c.RealIP(), "resume", q.resume, "last_event_id", lastIDAttr(q))
-	return w
+	s.log.Debug("stream opened", "job", job, "remote", c.RealIP(), "resume", q.resume, "last_event_id", lastIDAttr(q), "taken_over", sink != nil)
+	return w, sink
 }
 
-func (s *Server) closed(c echo.Context, job string, w *writer, reason string) {
+func (s *Server) closed(o *openStream, w *writer, reason string) {
 	s.metrics.connections.Dec()
 	s.metrics.closed.WithLabelValues(reason).Inc()
 	if w.err != nil {
-		s.log.Debug("stream closed", "job", job, "remote", c.RealIP(), "reason", reason, "events", w.sent, "err", w.err)
+		s.log.Debug("stream closed", "job", o.job, "remote", o.remote, "reason", reason, "events", w.sent, "err", w.err)
 		return
 	}
-	s.log.Debug("stream closed", "job", job, "remote", c.RealIP(), "reason", reason, "events", w.sent)
+	s.log.Debug("stream closed", "job", o.job, "remote", o.remote, "reason", reason, "events", w.sent)
 }
 
 func lastIDAttr(q streamQuery) string {
@@ -401,6 +460,13 @@ func acceptsEventStream(r *http.Request) bool {
 	}
 	return false
 }
+
+// failedSink is the sink of a connection lost before the stream began.
+type failedSink struct{ err error }
+
+func (f failedSink) Write([]byte) (int, error)        { return 0, f.err }
+func (f failedSink) Flush() error                     { return f.err }
+func (f failedSink) SetWriteDeadline(time.Time) error { return nil }
 
 // responseSink adapts an Echo response to the writer's sink.
 type responseSink struct {

@@ -56,7 +56,7 @@ type Hub struct {
 	running   atomic.Bool
 	canaryNow chan struct{} // a connection was just subscribed: prove it now
 
-	ctx context.Context // the hub's lifetime, set by run before any use
+	ctx context.Context // the hub's lifetime, set by Serve before anything uses it
 	wg  sync.WaitGroup  // resync goroutines
 }
 
@@ -146,7 +146,6 @@ func newHub(rdb redis.UniversalClient, cfg Config, st *store, enc *encoder, m *m
 // run runs the pub/sub connections and the canary until ctx ends, then
 // waits for every goroutine the hub started.
 func (h *Hub) run(ctx context.Context) {
-	h.ctx = ctx
 	h.running.Store(true)
 	var wg sync.WaitGroup
 	for _, s := range h.shards {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +40,8 @@ type Server struct {
 
 	active  atomic.Int64 // admitted streams, for MaxConnections
 	serving atomic.Bool
+	streams sync.WaitGroup // goroutines of streams taken over from net/http
+	conns   sync.Map       // *connSink of those streams, to close at a forced shutdown
 }
 
 // New builds a Server that reads jobs through rdb (a single, Sentinel or
@@ -131,6 +134,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		return errors.New("gateway: Serve called twice")
 	}
 	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	s.hub.ctx = hubCtx // before any request can read it
 	hubDone := make(chan struct{})
 	go func() {
 		defer close(hubDone)
@@ -147,7 +151,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20, // a backstop; limitHeaders answers in JSON below it
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		Protocols:         new(http.Protocols),
 	}
+	// HTTP/1.1, and HTTP/2 without TLS for clients that know to use it (a
+	// TLS-terminating load balancer in front, say). Behind TLS of its own,
+	// wrap the listener with crypto/tls; HTTP/2 then needs ALPN there.
+	hs.Protocols.SetHTTP1(true)
+	hs.Protocols.SetUnencryptedHTTP2(true)
 	if s.cfg.SendBuffer > 0 {
 		l = sendBufferListener{l, s.cfg.SendBuffer}
 	}
@@ -170,6 +180,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		_ = hs.Close()
 	}
 	<-errc
+	// Streams taken over from net/http are not Shutdown's to wait for.
+	streamsDone := make(chan struct{})
+	go func() { s.streams.Wait(); close(streamsDone) }()
+	select {
+	case <-streamsDone:
+	case <-shutdownCtx.Done():
+		s.log.Warn("shutdown timed out; closing the remaining streams")
+		s.conns.Range(func(k, _ any) bool { _ = k.(*connSink).conn.Close(); return true })
+		stopHub()
+		<-streamsDone
+	}
 	s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }

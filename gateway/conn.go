@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// An HTTP/1.x stream is taken over from net/http once its headers are
+// decided: net/http would otherwise hold a goroutine, a read buffer and two
+// write buffers (some 40 KiB) for each of thousands of mostly idle streams.
+// A taken-over stream costs its writer goroutine, a reader goroutine that
+// notices at once when the client goes away, and the frames waiting in its
+// queue; the frames are written straight from the shared encoded bytes with
+// one writev per batch. HTTP/2 streams stay with net/http.
+
+// connSink writes a stream on a taken-over connection: each Flush is one
+// HTTP/1.1 chunk (or raw bytes for HTTP/1.0), gathered with writev from the
+// pieces written since the last flush, which it does not copy (the callers
+// never modify them).
+type connSink struct {
+	conn    net.Conn
+	chunked bool
+	vec     net.Buffers // [chunk header] pieces... [CRLF]; slot 0 is the header
+	size    int
+	broken  bool // a write failed: the byte stream is cut mid-chunk
+	scratch [16]byte
+}
+
+var crlf = []byte("\r\n")
+
+func newConnSink(conn net.Conn, chunked bool) *connSink {
+	return &connSink{conn: conn, chunked: chunked, vec: make(net.Buffers, 1, 4)}
+}
+
+func (s *connSink) Write(b []byte) (int, error) {
+	if len(b) > 0 {
+		s.vec = append(s.vec, b)
+		s.size += len(b)
+	}
+	return len(b), nil
+}
+
+func (s *connSink) Flush() error {
+	if s.size == 0 {
+		return nil
+	}
+	out := s.vec[1:]
+	if s.chunked {
+		hdr := strconv.AppendInt(s.scratch[:0], int64(s.size), 16)
+		s.vec[0] = append(hdr, '\r', '\n')
+		s.vec = append(s.vec, crlf) // keeps any larger array for next time
+		out = s.vec
+	}
+	_, err := out.WriteTo(s.conn) // consumes out, not s.vec
+	clear(s.vec[:cap(s.vec)])     // let the frames go
+	s.vec, s.size = s.vec[:1], 0
+	if err != nil {
+		s.broken = true
+	}
+	return err
+}
+
+func (s *connSink) SetWriteDeadline(t time.Time) error { return s.conn.SetWriteDeadline(t) }
+
+// end finishes the response (the last chunk) and closes the connection.
+// After a failed write the stream is cut mid-chunk: it is only closed, so
+// the client sees an incomplete response rather than bytes that would
+// read as part of an event.
+func (s *connSink) end() {
+	if s.chunked && !s.broken {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = s.conn.Write([]byte("0\r\n\r\n"))
+	}
+	_ = s.conn.Close()
+}
+
+// takeOver hijacks an HTTP/1.x response whose status and headers are set in
+// h, writes the response head and returns the connection's sink, or nil when
+// the connection cannot be taken over (HTTP/2).
+func takeOver(w http.ResponseWriter, r *http.Request, h http.Header, status int) (*connSink, error) {
+	if r.ProtoMajor != 1 {
+		return nil, nil
+	}
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil // not supported here: stay with net/http
+	}
+	sink := newConnSink(conn, r.ProtoMinor >= 1)
+	head := make([]byte, 0, 512)
+	head = fmt.Appendf(head, "HTTP/1.%d %d %s\r\n", r.ProtoMinor, status, http.StatusText(status))
+	for k, vs := range h {
+		for _, v := range vs {
+			head = append(head, k...)
+			head = append(head, ": "...)
+			head = append(head, v...)
+			head = append(head, "\r\n"...)
+		}
+	}
+	if sink.chunked {
+		head = append(head, "Transfer-Encoding: chunked\r\n"...)
+	} else {
+		head = append(head, "Connection: close\r\n"...)
+	}
+	head = append(head, "\r\n"...)
+	// Anything net/http buffered for writing goes first; its read buffer
+	// holds nothing we want (a pipelined request on a stream is an error).
+	if err := rw.Writer.Flush(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(head); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return sink, nil
+}
+
+// watchClose returns a context that ends when ctx does or when the client
+// closes the connection (a read returns an error; what the client sends is
+// ignored). stop ends the watch; call it after closing the connection, and
+// it waits for the reader goroutine to exit.
+func watchClose(ctx context.Context, conn net.Conn) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer cancel()
+		var b [1]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				return
+			}
+		}
+	})
+	return ctx, func() {
+		cancel()
+		wg.Wait()
+	}
+}
