@@ -35,6 +35,13 @@ var refusals = map[string]struct{ code, msg string }{
 // (ssegate_stream_requests_total).
 func (s *Server) handleStream(c echo.Context) error {
 	err := s.stream(c)
+	defer func() {
+		if c.Response().Writer == nil {
+			// Taken over: Echo's pooled context must not hold the request
+			// and net/http's response until the pool is next emptied.
+			c.Reset(nil, nil)
+		}
+	}()
 	var ae *apiError
 	switch {
 	case c.Get(answerKey) != nil:
@@ -138,16 +145,26 @@ func (s *Server) stream(c echo.Context) error {
 
 	w, sink := s.open(c, job, q, true)
 	if sink == nil {
-		s.closed(o, w, s.serveOpen(ctx, w, o))
+		reason, done := s.begin(ctx, w, o)
+		if !done {
+			reason = w.loop(ctx, cl, s.cfg.Heartbeat, q.timeout)
+		}
+		s.closed(o, w, reason)
 		return nil
 	}
+	// The replay or snapshot is written from here, whose stack is large
+	// already; the stream's own goroutine only runs the live loop, so its
+	// stack stays small for as long as the stream is open.
+	ctx, stopWatch := watchClose(s.hub.ctx, sink.conn)
+	reason, done := s.begin(ctx, w, o)
 	handedOff = true
+	s.conns.Store(sink, struct{}{})
 	s.streams.Go(func() {
-		s.conns.Store(sink, struct{}{})
-		ctx, stop := watchClose(s.hub.ctx, sink.conn)
-		reason := s.serveOpen(ctx, w, o)
+		if !done {
+			reason = w.loop(ctx, cl, s.cfg.Heartbeat, q.timeout)
+		}
 		sink.end()
-		stop()
+		stopWatch()
 		s.conns.Delete(sink)
 		s.closed(o, w, reason)
 		s.hub.leave(js, cl)
@@ -169,15 +186,17 @@ type openStream struct {
 	found   bool           // the resume point is in the retained history
 }
 
-// serveOpen writes the replay or the snapshot, then live events until the
-// stream ends, and returns why it ended.
-func (s *Server) serveOpen(ctx context.Context, w *writer, o *openStream) string {
+// begin writes the replay or the snapshot and tells the hub where the
+// stream stands; live events follow in the writer's loop. done means the
+// stream is over already (the replay reached the terminal event, or a write
+// failed), and why.
+func (s *Server) begin(ctx context.Context, w *writer, o *openStream) (reason string, done bool) {
 	switch {
 	case o.q.resume && o.found:
 		// Exactly the events after the client's, from the stream.
 		w.last = o.q.lastID
 		if done, reason := s.replay(ctx, w, o.job, o.q, o.history); done {
-			return reason
+			return reason, true
 		}
 	case o.q.resume:
 		w.raw(s.resetEvent(o.job), event.TypeReset)
@@ -186,10 +205,11 @@ func (s *Server) serveOpen(ctx context.Context, w *writer, o *openStream) string
 		s.snapshot(w, o.job, o.st)
 	}
 	if err := w.flush(); err != nil {
-		return w.failed(o.cl, err)
+		return w.failed(o.cl, err), true
 	}
 	s.hub.started(o.js, o.cl, w.last)
-	return w.loop(ctx, o.cl, s.cfg.Heartbeat, o.q.timeout)
+	o.history, o.st = nil, nil // not needed any more
+	return "", false
 }
 
 // streamFinished answers a stream request for a completed or failed job:
@@ -352,7 +372,11 @@ func (s *Server) open(c echo.Context, job string, q streamQuery, mayTakeOver boo
 		c.Response().Committed = true
 		w.out = failedSink{err}
 	case sink != nil:
-		c.Response().Committed = true // Echo must not answer on a connection it no longer has
+		// Echo must not answer on a connection it no longer has, and its
+		// pooled context must not keep net/http's response (and through it
+		// the connection's buffers) alive.
+		c.Response().Committed = true
+		c.Response().Writer = nil
 		w.out = sink
 	default:
 		c.Response().WriteHeader(http.StatusOK)

@@ -32,6 +32,8 @@ type writer struct {
 	sent         int         // events written
 	err          error       // first write error; later writes are no-ops
 	dirty        bool        // written since the last flush
+	deadline     time.Time   // the write deadline set on out
+	wrote        time.Time   // when the last batch began (heartbeats fill silences)
 }
 
 func (w *writer) write(b []byte) {
@@ -39,9 +41,16 @@ func (w *writer) write(b []byte) {
 		return
 	}
 	if !w.dirty {
-		// One deadline per batch: a client that stops reading is cut
-		// after writeTimeout instead of holding this goroutine.
-		_ = w.out.SetWriteDeadline(time.Now().Add(w.writeTimeout))
+		// A client that stops reading is cut once a write has waited
+		// between writeTimeout/2 and writeTimeout, instead of holding this
+		// goroutine. Moving the deadline costs a runtime timer update, so
+		// it moves only when less than half of it is left.
+		now := time.Now()
+		if w.deadline.Sub(now) < w.writeTimeout/2 {
+			w.deadline = now.Add(w.writeTimeout)
+			_ = w.out.SetWriteDeadline(w.deadline)
+		}
+		w.wrote = now
 		w.dirty = true
 	}
 	_, w.err = w.out.Write(b)
@@ -116,32 +125,39 @@ func (w *writer) raw(b []byte, typ event.Type) {
 	}
 }
 
-// loop streams queued frames and heartbeats until the client leaves, the
-// hub ends the stream, the job ends or the timeout passes. It returns the
-// reason the stream closed.
+// loop streams queued frames until the client leaves (ctx ends), the hub
+// ends the stream, the job ends or the timeout passes, and returns why the
+// stream closed. A heartbeat goes out whenever nothing was written for
+// heartbeatEvery. One timer serves both, and the select has three cases:
+// it runs once per batch for every client, so it is kept small.
 func (w *writer) loop(ctx context.Context, c *client, heartbeatEvery, timeout time.Duration) string {
-	hb := time.NewTicker(heartbeatEvery)
-	defer hb.Stop()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
+	stop := context.AfterFunc(ctx, func() { c.kick(reasonClientGone, 0) })
+	defer stop()
+	start := time.Now()
+	end := start.Add(timeout)
+	if w.wrote.IsZero() {
+		w.wrote = start
+	}
+	next := func(now time.Time) time.Duration {
+		return min(w.wrote.Add(heartbeatEvery).Sub(now), end.Sub(now))
+	}
+	t := time.NewTimer(next(start))
+	defer t.Stop()
 	for {
 		select {
-		case <-ctx.Done():
-			select {
-			case <-c.kicked:
-				return c.kickReason // the hub's reason says more
-			default:
-				return reasonClientGone
-			}
 		case <-c.kicked:
 			return w.kicked(c)
-		case <-deadline.C:
-			return reasonTimeout
-		case now := <-hb.C:
-			w.raw(heartbeat(now), event.TypeHeartbeat)
-			if err := w.flush(); err != nil {
-				return w.failed(c, err)
+		case now := <-t.C:
+			if !now.Before(end) {
+				return reasonTimeout
 			}
+			if !now.Before(w.wrote.Add(heartbeatEvery)) {
+				w.raw(heartbeat(now), event.TypeHeartbeat)
+				if err := w.flush(); err != nil {
+					return w.failed(c, err)
+				}
+			}
+			t.Reset(next(now))
 		case f := <-c.queue:
 			// Write everything already queued, then flush once.
 			for {

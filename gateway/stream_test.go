@@ -222,6 +222,40 @@ func TestWriterLoopHeartbeatsUntilTimeout(t *testing.T) {
 	}
 }
 
+// A heartbeat fills a silence: a stream that writes events more often than
+// the heartbeat interval gets none, and the first heartbeat comes one
+// interval after the last write.
+func TestWriterLoopHeartbeatOnlyAfterSilence(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		w, s := newTestWriter(t)
+		c := newClient(4, false)
+		start := time.Now()
+		done := runLoop(t.Context(), w, c, 30*time.Second, 200*time.Second)
+		for i, at := range []time.Duration{10, 35, 60} { // gaps of 25 s
+			time.Sleep(at*time.Second - time.Since(start))
+			mustQueue(t, c, testFrame(t, fmt.Sprintf("1-%d", i+1), event.TypeProgress))
+		}
+		if reason := <-done; reason != reasonTimeout {
+			t.Fatalf("reason = %q", reason)
+		}
+		got, _, _ := s.snapshot()
+		var beats []time.Duration
+		for _, d := range s.deadlineList() {
+			beats = append(beats, d.Sub(start)-testWriteTimeout)
+		}
+		if n := sentCount(w.metrics, event.TypeHeartbeat); n != 4 {
+			t.Errorf("%v heartbeats, want 4 (at 90, 120, 150 and 180 s): %q", n, got)
+		}
+		if !strings.HasSuffix(got, string(heartbeat(start.Add(180*time.Second)))) {
+			t.Errorf("last heartbeat not at 180 s: deadlines set at %v", beats)
+		}
+		if strings.Index(got, "heartbeat") < strings.LastIndex(got, "progress") {
+			t.Errorf("a heartbeat went out between events: %q", got)
+		}
+	})
+}
+
 func equalTimes(a, b []time.Time) bool {
 	if len(a) != len(b) {
 		return false
@@ -889,19 +923,25 @@ func TestWriterWriteAndFlush(t *testing.T) {
 		if err := w.flush(); err != nil {
 			t.Fatal(err)
 		}
-		want := []time.Time{start.Add(testWriteTimeout), start.Add(time.Second + testWriteTimeout)}
+		// The deadline moves only once less than half of it is left.
+		time.Sleep(testWriteTimeout / 2)
+		w.raw([]byte("event: progress\ndata: {}\n\n"), event.TypeProgress)
+		if err := w.flush(); err != nil {
+			t.Fatal(err)
+		}
+		want := []time.Time{start.Add(testWriteTimeout), start.Add(time.Second + testWriteTimeout/2 + testWriteTimeout)}
 		if d := s.deadlineList(); !equalTimes(d, want) {
-			t.Errorf("deadlines %v, want one per batch: %v", d, want)
+			t.Errorf("deadlines %v, want the first and one refresh: %v", d, want)
 		}
-		if _, flushes, all := s.snapshot(); flushes != 2 || !all {
-			t.Errorf("flushes = %d (all flushed: %v), want 2", flushes, all)
+		if _, flushes, all := s.snapshot(); flushes != 3 || !all {
+			t.Errorf("flushes = %d (all flushed: %v), want 3", flushes, all)
 		}
-		if w.sent != 3 || !w.last.IsZero() {
-			t.Errorf("sent, last = %d, %v; want 3, zero", w.sent, w.last)
+		if w.sent != 4 || !w.last.IsZero() {
+			t.Errorf("sent, last = %d, %v; want 4, zero", w.sent, w.last)
 		}
-		for _, typ := range []event.Type{event.TypeReset, event.TypeStatus, event.TypeProgress} {
-			if n := sentCount(w.metrics, typ); n != 1 {
-				t.Errorf("%s counted %v times, want 1", typ, n)
+		for typ, want := range map[event.Type]float64{event.TypeReset: 1, event.TypeStatus: 1, event.TypeProgress: 2} {
+			if n := sentCount(w.metrics, typ); n != want {
+				t.Errorf("%s counted %v times, want %v", typ, n, want)
 			}
 		}
 
@@ -913,10 +953,10 @@ func TestWriterWriteAndFlush(t *testing.T) {
 		if err := w.flush(); !errors.Is(err, io.ErrClosedPipe) {
 			t.Errorf("flush = %v, want %v", err, io.ErrClosedPipe)
 		}
-		if s.writes != 4 {
-			t.Errorf("sink saw %d writes, want 4 (none after the failure)", s.writes)
+		if s.writes != 5 {
+			t.Errorf("sink saw %d writes, want 5 (none after the failure)", s.writes)
 		}
-		if _, flushes, _ := s.snapshot(); flushes != 2 {
+		if _, flushes, _ := s.snapshot(); flushes != 3 {
 			t.Errorf("flushed after a failure")
 		}
 		if n := sentCount(w.metrics, event.TypeStatus); n != 1 {

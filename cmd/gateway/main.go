@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -50,6 +51,7 @@ type options struct {
 	corsOrigins  string
 	demo         demoMode
 	demoScale    float64
+	pprofAddr    string
 }
 
 // envTwins maps each flag to its environment variable.
@@ -80,6 +82,7 @@ var envTwins = map[string]string{
 	"log-format":              "SSEGATE_LOG_FORMAT",
 	"demo":                    "SSEGATE_DEMO",
 	"demo-step-scale":         "SSEGATE_DEMO_STEP_SCALE",
+	"pprof-addr":              "SSEGATE_PPROF_ADDR",
 }
 
 // parseConfig reads flags over environment over defaults.
@@ -110,6 +113,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", gateway.DefaultJoinTimeout, "how long a new stream waits for its job's subscription")
 	fs.DurationVar(&cfg.CanaryInterval, "canary-interval", gateway.DefaultCanaryInterval, "interval of the pub/sub delivery canary")
 	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", gateway.DefaultRedisTimeout, "bound of each Redis read")
+	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	o.demo = "auto"
@@ -258,6 +262,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		srv.Handle(http.MethodPost, "/demo/jobs", d)
 		log.Info("demo mode: open the demo page", "url", demoURL(cfg.Addr))
 	}
+	if o.pprofAddr != "" {
+		stopPprof, err := servePprof(o.pprofAddr, log)
+		if err != nil {
+			log.Error("pprof", "err", err)
+			return 1
+		}
+		defer stopPprof()
+	}
 	start := time.Now()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("gateway stopped", "err", err)
@@ -307,4 +319,27 @@ type redisLogger struct{ log *slog.Logger }
 
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
+
+// servePprof serves the runtime profiles on their own listener, apart from
+// the API (they must not be public). stop closes it.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = hs.Serve(l)
+	}()
+	log.Info("pprof serving", "addr", l.Addr().String())
+	return func() { _ = hs.Close(); <-done }, nil
 }

@@ -63,7 +63,7 @@ func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
 		"SSEGATE_WRITE_TIMEOUT": "3s", "SSEGATE_PUBSUB_CONNS": "2", "SSEGATE_JOIN_TIMEOUT": "1s",
 		"SSEGATE_CANARY_INTERVAL": "500ms", "SSEGATE_REDIS_TIMEOUT": "2s", "SSEGATE_LOG_LEVEL": "debug",
 		"SSEGATE_LOG_FORMAT": "json", "SSEGATE_EMBEDDED_REDIS_ADDR": "127.0.0.1:7000", "SSEGATE_REDIS_MODE": "single",
-		"SSEGATE_DEMO": "off", "SSEGATE_DEMO_STEP_SCALE": "0.5",
+		"SSEGATE_DEMO": "off", "SSEGATE_DEMO_STEP_SCALE": "0.5", "SSEGATE_PPROF_ADDR": "127.0.0.1:6060",
 	}
 	for _, twin := range envTwins {
 		if _, ok := values[twin]; !ok {
@@ -90,7 +90,7 @@ func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
 		t.Errorf("CORS origins %q", cfg.CORSOrigins)
 	}
 	if o.redisURL != "redis://example:6379/2" || o.logLevel != "debug" || o.logFormat != "json" ||
-		o.embeddedAddr != "127.0.0.1:7000" || o.redisMode != "single" || o.demo != "off" || o.demoScale != 0.5 {
+		o.embeddedAddr != "127.0.0.1:7000" || o.redisMode != "single" || o.demo != "off" || o.demoScale != 0.5 || o.pprofAddr != "127.0.0.1:6060" {
 		t.Errorf("options from the environment: %+v", o)
 	}
 }
