@@ -1,12 +1,10 @@
 package gateway
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -121,24 +119,25 @@ func takeOver(w http.ResponseWriter, r *http.Request, h http.Header, status int)
 	return sink, nil
 }
 
-// watchClose returns a context that ends when ctx does or when the client
-// closes the connection (a read returns an error; what the client sends is
-// ignored). stop ends the watch; call it after closing the connection, and
-// it waits for the reader goroutine to exit.
-func watchClose(ctx context.Context, conn net.Conn) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer cancel()
+// watchPeer arranges for onClose to run once the client closes (or resets,
+// or writes to) a taken-over connection. With the Linux close watcher this
+// costs no goroutine; otherwise (other systems, TLS connections) a reader
+// goroutine, owned by the Server, blocks in Read until the connection is
+// closed. stop ends the watch; call it before closing the connection.
+func (s *Server) watchPeer(conn net.Conn, onClose func()) (stop func()) {
+	if s.watcher != nil {
+		if stop, err := s.watcher.watch(conn, onClose); err == nil {
+			return stop
+		}
+	}
+	s.readers.Go(func() {
 		var b [1]byte
 		for {
 			if _, err := conn.Read(b[:]); err != nil {
+				onClose()
 				return
 			}
 		}
 	})
-	return ctx, func() {
-		cancel()
-		wg.Wait()
-	}
+	return func() {}
 }

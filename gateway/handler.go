@@ -152,24 +152,27 @@ func (s *Server) stream(c echo.Context) error {
 		s.closed(o, w, reason)
 		return nil
 	}
-	// The replay or snapshot is written from here, whose stack is large
-	// already; the stream's own goroutine only runs the live loop, so its
-	// stack stays small for as long as the stream is open.
-	ctx, stopWatch := watchClose(s.hub.ctx, sink.conn)
-	reason, done := s.begin(ctx, w, o)
+	// The replay or snapshot is written from here; from then on the stream
+	// holds no goroutine of its own while it waits (see stream).
+	stopWatch := s.watchPeer(sink.conn, func() { cl.kick(reasonClientGone, 0) })
+	ctx = s.hub.ctx // the request's context ends when this handler returns
 	handedOff = true
 	s.conns.Store(sink, struct{}{})
-	s.streams.Go(func() {
-		if !done {
-			reason = w.loop(ctx, cl, s.cfg.Heartbeat, q.timeout)
-		}
-		sink.end()
+	s.streams.Add(1)
+	end := func(reason string) {
 		stopWatch()
+		sink.end()
 		s.conns.Delete(sink)
 		s.closed(o, w, reason)
 		s.hub.leave(js, cl)
 		s.active.Add(-1)
-	})
+		s.streams.Done()
+	}
+	if reason, done := s.begin(ctx, w, o); done {
+		end(reason)
+		return nil
+	}
+	newStream(w, cl, s.cfg.Heartbeat, q.timeout, end).start(ctx)
 	return nil
 }
 

@@ -69,6 +69,9 @@ type client struct {
 	kickOnce   sync.Once
 	kickReason string        // set before kicked is closed
 	kickRetry  time.Duration // retry hint to send on the way out; 0 for none
+	// notify, once set, is called after a frame is queued or the client is
+	// kicked: it wakes the stream's writer (see stream). It never blocks.
+	notify atomic.Pointer[func()]
 
 	// Guarded by the job's mu.
 	idx    int
@@ -90,6 +93,9 @@ func (c *client) kick(reason string, retry time.Duration) bool {
 		close(c.kicked)
 		first = true
 	})
+	if n := c.notify.Load(); first && n != nil {
+		(*n)()
+	}
 	return first
 }
 
@@ -268,6 +274,9 @@ func (js *jobSub) sendLocked(f *frame, m *metrics) {
 		select {
 		case c.queue <- f:
 			c.queued = f.id
+			if n := c.notify.Load(); n != nil {
+				(*n)()
+			}
 		default:
 			if c.kick(reasonSlow, 0) {
 				m.slowDisconnects.Inc()

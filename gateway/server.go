@@ -40,8 +40,10 @@ type Server struct {
 
 	active  atomic.Int64 // admitted streams, for MaxConnections
 	serving atomic.Bool
-	streams sync.WaitGroup // goroutines of streams taken over from net/http
+	streams sync.WaitGroup // streams taken over from net/http, until their end ran
 	conns   sync.Map       // *connSink of those streams, to close at a forced shutdown
+	watcher *closeWatcher  // notices closed taken-over connections; nil: readers do
+	readers sync.WaitGroup // reader goroutines watching connections without the watcher
 }
 
 // New builds a Server that reads jobs through rdb (a single, Sentinel or
@@ -135,6 +137,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
 	s.hub.ctx = hubCtx // before any request can read it
+	if w, err := newCloseWatcher(); err == nil {
+		s.watcher = w
+		defer w.close()
+	} else {
+		s.log.Debug("no close watcher; streams use reader goroutines", "err", err)
+	}
+	defer s.readers.Wait()
 	hubDone := make(chan struct{})
 	go func() {
 		defer close(hubDone)
@@ -167,6 +176,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 
 	select {
 	case err := <-errc:
+		stopHub() // ends every stream still open
+		<-hubDone
+		s.streams.Wait()
 		return fmt.Errorf("gateway: serve: %w", err)
 	case <-ctx.Done():
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ssegate/ssegate/pkg/event"
@@ -125,64 +127,160 @@ func (w *writer) raw(b []byte, typ event.Type) {
 	}
 }
 
-// loop streams queued frames until the client leaves (ctx ends), the hub
-// ends the stream, the job ends or the timeout passes, and returns why the
-// stream closed. A heartbeat goes out whenever nothing was written for
-// heartbeatEvery. One timer serves both, and the select has three cases:
-// it runs once per batch for every client, so it is kept small.
-func (w *writer) loop(ctx context.Context, c *client, heartbeatEvery, timeout time.Duration) string {
-	stop := context.AfterFunc(ctx, func() { c.kick(reasonClientGone, 0) })
-	defer stop()
-	start := time.Now()
-	end := start.Add(timeout)
-	if w.wrote.IsZero() {
-		w.wrote = start
+// A stream runs an open event stream after its start without a goroutine
+// of its own at rest: thousands of streams are mostly idle, and a parked
+// goroutine costs a stack. Whatever has work for it (the hub queueing a
+// frame, a kick, the stream's timer) calls wake, which starts a drain
+// goroutine unless one is running; the drain writes all that is queued,
+// flushes once, and exits. At most one drain runs at a time, so the writer
+// and the sink are used by one goroutine at a time.
+//
+// One timer serves the heartbeat (sent when nothing was written for a
+// heartbeat interval) and the timeout.
+type stream struct {
+	w       *writer
+	c       *client
+	hbEvery time.Duration
+	end     time.Time
+	onEnd   func(reason string) // runs once, from the drain that ends the stream
+
+	state   atomic.Int32 // streamIdle, streamRunning, streamAgain or streamDone
+	tick    atomic.Bool  // the timer fired
+	timer   *time.Timer
+	stopCtx func() bool
+	timerMu sync.Mutex // guards timer against the drain resetting it while start sets it
+}
+
+const (
+	streamIdle    int32 = iota // no drain running
+	streamRunning              // a drain is running
+	streamAgain                // a drain is running and must look again before it exits
+	streamDone                 // the stream ended
+)
+
+func newStream(w *writer, c *client, heartbeatEvery, timeout time.Duration, onEnd func(string)) *stream {
+	return &stream{w: w, c: c, hbEvery: heartbeatEvery, end: time.Now().Add(timeout), onEnd: onEnd}
+}
+
+// start arms the timer, ties the stream to ctx (when ctx ends the stream
+// ends as client_gone) and drains what is queued already.
+func (st *stream) start(ctx context.Context) {
+	if st.w.wrote.IsZero() {
+		st.w.wrote = time.Now()
 	}
-	next := func(now time.Time) time.Duration {
-		return min(w.wrote.Add(heartbeatEvery).Sub(now), end.Sub(now))
-	}
-	t := time.NewTimer(next(start))
-	defer t.Stop()
+	st.timerMu.Lock()
+	st.timer = time.AfterFunc(st.nextTimer(time.Now()), func() {
+		st.tick.Store(true)
+		st.wake()
+	})
+	st.timerMu.Unlock()
+	st.stopCtx = context.AfterFunc(ctx, func() { st.c.kick(reasonClientGone, 0) })
+	// Only now may others wake the stream: what they queued or decided
+	// before is found by this first wake.
+	wake := st.wake
+	st.c.notify.Store(&wake)
+	st.wake()
+}
+
+func (st *stream) nextTimer(now time.Time) time.Duration {
+	return min(st.w.wrote.Add(st.hbEvery).Sub(now), st.end.Sub(now))
+}
+
+// wake makes sure a drain runs soon. It never blocks.
+func (st *stream) wake() {
 	for {
-		select {
-		case <-c.kicked:
-			return w.kicked(c)
-		case now := <-t.C:
-			if !now.Before(end) {
-				return reasonTimeout
+		switch st.state.Load() {
+		case streamIdle:
+			if st.state.CompareAndSwap(streamIdle, streamRunning) {
+				go st.drain()
+				return
 			}
-			if !now.Before(w.wrote.Add(heartbeatEvery)) {
-				w.raw(heartbeat(now), event.TypeHeartbeat)
-				if err := w.flush(); err != nil {
-					return w.failed(c, err)
-				}
+		case streamRunning:
+			if st.state.CompareAndSwap(streamRunning, streamAgain) {
+				return
 			}
-			t.Reset(next(now))
-		case f := <-c.queue:
-			// Write everything already queued, then flush once.
-			for {
-				terminal, err := w.frame(f, c.includeReport, !f.live)
-				if err != nil {
-					return w.failed(c, err)
-				}
-				if terminal {
-					if err := w.flush(); err != nil {
-						return w.failed(c, err)
-					}
-					return reasonFinished
-				}
-				select {
-				case f = <-c.queue:
-					continue
-				default:
-				}
-				break
-			}
-			if err := w.flush(); err != nil {
-				return w.failed(c, err)
-			}
+		default: // streamAgain, streamDone: nothing to add
+			return
 		}
 	}
+}
+
+func (st *stream) drain() {
+	for {
+		if reason, over := st.step(); over {
+			st.state.Store(streamDone)
+			st.finish(reason)
+			return
+		}
+		if st.state.CompareAndSwap(streamRunning, streamIdle) {
+			return
+		}
+		st.state.Store(streamRunning) // it was streamAgain: look again
+	}
+}
+
+// step does all the work there is without waiting: the end of the stream,
+// the timer, the queued frames. over reports that the stream has ended.
+func (st *stream) step() (reason string, over bool) {
+	w, c := st.w, st.c
+	select {
+	case <-c.kicked:
+		return w.kicked(c), true
+	default:
+	}
+	if st.tick.Swap(false) {
+		now := time.Now()
+		if !now.Before(st.end) {
+			return reasonTimeout, true
+		}
+		if !now.Before(w.wrote.Add(st.hbEvery)) {
+			w.raw(heartbeat(now), event.TypeHeartbeat)
+			if err := w.flush(); err != nil {
+				return w.failed(c, err), true
+			}
+		}
+		st.timerMu.Lock()
+		st.timer.Reset(st.nextTimer(now))
+		st.timerMu.Unlock()
+	}
+	for {
+		select {
+		case f := <-c.queue:
+			terminal, err := w.frame(f, c.includeReport, !f.live)
+			if err != nil {
+				return w.failed(c, err), true
+			}
+			if terminal {
+				if err := w.flush(); err != nil {
+					return w.failed(c, err), true
+				}
+				return reasonFinished, true
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if err := w.flush(); err != nil {
+		return w.failed(c, err), true
+	}
+	return "", false
+}
+
+func (st *stream) finish(reason string) {
+	st.timerMu.Lock()
+	st.timer.Stop()
+	st.timerMu.Unlock()
+	st.stopCtx()
+	st.onEnd(reason)
+}
+
+// loop runs a stream until it ends and returns why: the whole life of a
+// stream for a caller that waits for it.
+func (w *writer) loop(ctx context.Context, c *client, heartbeatEvery, timeout time.Duration) string {
+	done := make(chan string, 1)
+	newStream(w, c, heartbeatEvery, timeout, func(reason string) { done <- reason }).start(ctx)
+	return <-done
 }
 
 // kicked ends a stream the hub closed, telling the client when to come back.

@@ -153,7 +153,8 @@ func runLoop(ctx context.Context, w *writer, c *client, heartbeatEvery, timeout 
 	return done
 }
 
-// mustQueue queues frames on c without blocking.
+// mustQueue queues frames on c without blocking and wakes its stream, as
+// the hub does.
 func mustQueue(tb testing.TB, c *client, frames ...*frame) {
 	tb.Helper()
 	for _, f := range frames {
@@ -162,6 +163,9 @@ func mustQueue(tb testing.TB, c *client, frames ...*frame) {
 		default:
 			tb.Fatalf("queue of %d is full", cap(c.queue))
 		}
+	}
+	if n := c.notify.Load(); n != nil {
+		(*n)()
 	}
 }
 
