@@ -41,7 +41,7 @@ func BenchmarkDispatch(b *testing.B) {
 				}
 				js.publish(f, m)
 				for _, c := range js.clients {
-					<-c.queue
+					c.reuse(c.take())
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/delivery")
@@ -73,21 +73,16 @@ func BenchmarkWriterDrain(b *testing.B) {
 	for b.Loop() {
 		w.last = protocol.ID{} // the same frames again
 		for _, f := range frames {
-			c.queue <- f
+			c.push(f)
 		}
-		// One pass of the loop's queue case.
-		f := <-c.queue
-		for {
+		// One drain: write all that is queued, then flush once.
+		batch := c.take()
+		for _, f := range batch {
 			if _, err := w.frame(f, false, false); err != nil {
 				b.Fatal(err)
 			}
-			select {
-			case f = <-c.queue:
-				continue
-			default:
-			}
-			break
 		}
+		c.reuse(batch)
 		if err := w.flush(); err != nil {
 			b.Fatal(err)
 		}

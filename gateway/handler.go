@@ -93,16 +93,19 @@ func (s *Server) stream(c echo.Context) error {
 	ctx := req.Context()
 
 	// A first look without subscribing: unknown and finished jobs are
-	// answered from the state alone.
-	st, err := s.store.state(ctx, job)
-	if err != nil {
-		return s.redisFailed(c, "state", err)
-	}
-	if st == nil {
-		return &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
-	}
-	if st.status.Terminal() {
-		return s.streamFinished(c, job, q, st)
+	// answered from the state alone. A job this instance is subscribed to
+	// already was running a moment ago; the read after joining decides.
+	if !s.hub.live(job) {
+		st, err := s.store.state(ctx, job)
+		if err != nil {
+			return s.redisFailed(c, "state", err)
+		}
+		if st == nil {
+			return &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
+		}
+		if st.status.Terminal() {
+			return s.streamFinished(c, job, q, st)
+		}
 	}
 
 	// A running job: attach to its live events first, then read where it
@@ -125,7 +128,8 @@ func (s *Server) stream(c echo.Context) error {
 		}
 	}()
 
-	if st, err = s.store.state(ctx, job); err != nil {
+	st, err := s.store.state(ctx, job)
+	if err != nil {
 		return s.redisFailed(c, "state", err)
 	}
 	if st == nil {
@@ -134,7 +138,8 @@ func (s *Server) stream(c echo.Context) error {
 	if st.status.Terminal() {
 		return s.streamFinished(c, job, q, st)
 	}
-	o := &openStream{job: job, q: q, remote: c.RealIP(), cl: cl, js: js, st: st}
+	// Copies: the request's strings must not stay alive with the stream.
+	o := &openStream{job: strings.Clone(job), q: q, remote: strings.Clone(c.RealIP()), cl: cl, js: js, st: st}
 	if q.resume {
 		entries, ok, err := s.store.after(ctx, job, q.lastID)
 		if err != nil {
@@ -155,14 +160,17 @@ func (s *Server) stream(c echo.Context) error {
 	// The replay or snapshot is written from here; from then on the stream
 	// holds no goroutine of its own while it waits (see stream).
 	stopWatch := s.watchPeer(sink.conn, func() { cl.kick(reasonClientGone, 0) })
-	ctx = s.hub.ctx // the request's context ends when this handler returns
+	// The request's context ends when this handler returns: the stream is
+	// ended by the close watcher, the hub (which kicks every client when
+	// it stops) or its own timer instead.
+	ctx = context.Background()
 	handedOff = true
-	s.conns.Store(sink, struct{}{})
+	s.track(sink, true)
 	s.streams.Add(1)
 	end := func(reason string) {
 		stopWatch()
 		sink.end()
-		s.conns.Delete(sink)
+		s.track(sink, false)
 		s.closed(o, w, reason)
 		s.hub.leave(js, cl)
 		s.active.Add(-1)

@@ -62,8 +62,11 @@ type Hub struct {
 
 // A client is one open stream as the hub sees it.
 type client struct {
-	queue         chan *frame
 	includeReport bool
+	limit         int // most frames queued before the client is cut as slow
+
+	qmu   sync.Mutex // guards queue
+	queue []*frame   // frames to write, oldest first; keeps its capacity between drains
 
 	kicked     chan struct{} // closed when the hub ends the stream
 	kickOnce   sync.Once
@@ -81,7 +84,51 @@ type client struct {
 }
 
 func newClient(buffer int, includeReport bool) *client {
-	return &client{queue: make(chan *frame, buffer), includeReport: includeReport, kicked: make(chan struct{})}
+	return &client{limit: buffer, includeReport: includeReport, kicked: make(chan struct{})}
+}
+
+// push queues f and wakes the stream. It never blocks; it reports false,
+// queueing nothing, when the queue is full.
+func (c *client) push(f *frame) bool {
+	c.qmu.Lock()
+	if len(c.queue) >= c.limit {
+		c.qmu.Unlock()
+		return false
+	}
+	c.queue = append(c.queue, f)
+	c.qmu.Unlock()
+	if n := c.notify.Load(); n != nil {
+		(*n)()
+	}
+	return true
+}
+
+// take returns the queued frames, oldest first, and empties the queue.
+// Give the slice back with reuse once done with it.
+func (c *client) take() []*frame {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	q := c.queue
+	c.queue = nil
+	return q
+}
+
+// reuse hands a slice from take back, so that the next frames need no new
+// allocation.
+func (c *client) reuse(q []*frame) {
+	clear(q)
+	c.qmu.Lock()
+	if c.queue == nil {
+		c.queue = q[:0]
+	}
+	c.qmu.Unlock()
+}
+
+// queued returns how many frames wait.
+func (c *client) pending() int {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return len(c.queue)
 }
 
 // kick ends the client's stream. The first reason wins; it reports whether
@@ -215,6 +262,16 @@ func (h *Hub) join(ctx context.Context, job string, c *client) (*jobSub, error) 
 	}
 }
 
+// live reports whether job has a confirmed subscription on this instance,
+// which means it existed and was running when a client last joined.
+func (h *Hub) live(job string) bool {
+	s := h.shardFor(job)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	js := s.jobs[h.keys.Live(job)]
+	return js != nil && js.state == stateLive
+}
+
 // leave unregisters c; the job is unsubscribed once its last client leaves.
 func (h *Hub) leave(js *jobSub, c *client) {
 	s := js.shard
@@ -271,16 +328,10 @@ func (js *jobSub) sendLocked(f *frame, m *metrics) {
 		if !c.pos().Less(f.id) {
 			continue
 		}
-		select {
-		case c.queue <- f:
+		if c.push(f) {
 			c.queued = f.id
-			if n := c.notify.Load(); n != nil {
-				(*n)()
-			}
-		default:
-			if c.kick(reasonSlow, 0) {
-				m.slowDisconnects.Inc()
-			}
+		} else if c.kick(reasonSlow, 0) {
+			m.slowDisconnects.Inc()
 		}
 	}
 }

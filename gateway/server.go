@@ -40,10 +40,11 @@ type Server struct {
 
 	active  atomic.Int64 // admitted streams, for MaxConnections
 	serving atomic.Bool
-	streams sync.WaitGroup // streams taken over from net/http, until their end ran
-	conns   sync.Map       // *connSink of those streams, to close at a forced shutdown
-	watcher *closeWatcher  // notices closed taken-over connections; nil: readers do
-	readers sync.WaitGroup // reader goroutines watching connections without the watcher
+	streams sync.WaitGroup         // streams taken over from net/http, until their end ran
+	connsMu sync.Mutex             // guards conns
+	conns   map[*connSink]struct{} // of those streams, to close at a forced shutdown
+	watcher *closeWatcher          // notices closed taken-over connections; nil: readers do
+	readers sync.WaitGroup         // reader goroutines watching connections without the watcher
 }
 
 // New builds a Server that reads jobs through rdb (a single, Sentinel or
@@ -199,12 +200,30 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	case <-streamsDone:
 	case <-shutdownCtx.Done():
 		s.log.Warn("shutdown timed out; closing the remaining streams")
-		s.conns.Range(func(k, _ any) bool { _ = k.(*connSink).conn.Close(); return true })
+		s.connsMu.Lock()
+		for sink := range s.conns {
+			_ = sink.conn.Close()
+		}
+		s.connsMu.Unlock()
 		stopHub()
 		<-streamsDone
 	}
 	s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// track adds or removes a taken-over stream's sink.
+func (s *Server) track(sink *connSink, open bool) {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if open {
+		if s.conns == nil {
+			s.conns = map[*connSink]struct{}{}
+		}
+		s.conns[sink] = struct{}{}
+	} else {
+		delete(s.conns, sink)
+	}
 }
 
 // sendBufferListener sets SO_SNDBUF on each accepted TCP connection.

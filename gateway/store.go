@@ -68,14 +68,18 @@ func (s *store) state(ctx context.Context, job string) (*jobState, error) {
 func (s *store) after(ctx context.Context, job string, id protocol.ID) (entries []redis.XMessage, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	key := s.keys.Events(job)
-	pipe := s.rdb.Pipeline()
-	self := pipe.XRangeN(ctx, key, id.String(), id.String(), 1)
-	next := pipe.XRangeN(ctx, key, nextID(id).String(), "+", replayPage)
-	if _, err := pipe.Exec(ctx); err != nil {
+	// One read from the ID itself: it comes first if it is still there.
+	entries, err = s.rdb.XRangeN(ctx, s.keys.Events(job), id.String(), "+", replayPage+1).Result()
+	if err != nil {
 		return nil, false, fmt.Errorf("read history of %q: %w", job, err)
 	}
-	return next.Val(), len(self.Val()) == 1, nil
+	if len(entries) > 0 && entries[0].ID == id.String() {
+		return entries[1:], true, nil
+	}
+	if len(entries) > replayPage {
+		entries = entries[:replayPage]
+	}
+	return entries, false, nil
 }
 
 // page returns up to n stream entries after id.

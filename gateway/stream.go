@@ -174,7 +174,10 @@ func (st *stream) start(ctx context.Context) {
 		st.wake()
 	})
 	st.timerMu.Unlock()
-	st.stopCtx = context.AfterFunc(ctx, func() { st.c.kick(reasonClientGone, 0) })
+	st.stopCtx = func() bool { return false }
+	if ctx.Done() != nil {
+		st.stopCtx = context.AfterFunc(ctx, func() { st.c.kick(reasonClientGone, 0) })
+	}
 	// Only now may others wake the stream: what they queued or decided
 	// before is found by this first wake.
 	wake := st.wake
@@ -244,8 +247,11 @@ func (st *stream) step() (reason string, over bool) {
 		st.timerMu.Unlock()
 	}
 	for {
-		select {
-		case f := <-c.queue:
+		batch := c.take()
+		if len(batch) == 0 {
+			break
+		}
+		for _, f := range batch {
 			terminal, err := w.frame(f, c.includeReport, !f.live)
 			if err != nil {
 				return w.failed(c, err), true
@@ -256,10 +262,8 @@ func (st *stream) step() (reason string, over bool) {
 				}
 				return reasonFinished, true
 			}
-			continue
-		default:
 		}
-		break
+		c.reuse(batch)
 	}
 	if err := w.flush(); err != nil {
 		return w.failed(c, err), true
