@@ -124,13 +124,6 @@ func (c *client) reuse(q []*frame) {
 	c.qmu.Unlock()
 }
 
-// queued returns how many frames wait.
-func (c *client) pending() int {
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	return len(c.queue)
-}
-
 // kick ends the client's stream. The first reason wins; it reports whether
 // this call was the first.
 func (c *client) kick(reason string, retry time.Duration) bool {
