@@ -55,7 +55,9 @@ if type(data) ~= 'string' or string.sub(data, 1, 1) ~= '{' then
   return refuse('data must be a JSON object')
 end
 
-local current = redis.call('HGET', state, 'status')
+-- One read of the state hash serves every check below.
+local known = redis.call('HMGET', state, 'status', 'started_at', 'created_at')
+local current, started_at, created_at = known[1], known[2], known[3]
 if op == 'register' then
   if current then
     return redis.error_reply('SSEGATE_EXISTS job already registered')
@@ -89,7 +91,7 @@ if etype == 'status' then
     redis.call('DEL', events)
     table.insert(fields, 'created_at')
     table.insert(fields, int(now))
-  elseif status == 'processing' and redis.call('HEXISTS', state, 'started_at') == 0 then
+  elseif status == 'processing' and not started_at then
     table.insert(fields, 'started_at')
     table.insert(fields, int(now))
   end
@@ -102,7 +104,7 @@ elseif etype == 'progress' then
   local hole = '"estimatedRemainingMs":null'
   local at = string.find(data, hole, 1, true)
   if at and step > 0 then
-    local started = tonumber(redis.call('HGET', state, 'started_at') or redis.call('HGET', state, 'created_at')) or now
+    local started = tonumber(started_at or created_at) or now
     local eta = 0
     if step < total then
       eta = math.max(0, math.floor((now - started) / step * (total - step)))
@@ -110,11 +112,11 @@ elseif etype == 'progress' then
     data = string.sub(data, 1, at - 1) .. '"estimatedRemainingMs":' .. int(eta) .. string.sub(data, at + string.len(hole))
   end
   fields = {'status', 'processing', 'progress', data}
-  if redis.call('HEXISTS', state, 'started_at') == 0 then
+  if not started_at then
     -- Progress without a processing status: the job has been processing
     -- since it was created, as far as anyone can tell.
     table.insert(fields, 'started_at')
-    table.insert(fields, redis.call('HGET', state, 'created_at') or int(now))
+    table.insert(fields, created_at or int(now))
   end
 elseif etype == 'error' then
   fields = {'status', 'failed', 'result', data}
