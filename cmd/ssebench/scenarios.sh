@@ -66,7 +66,20 @@ run_pair() {
 		--label "$label" --csv "$csv" --progress 5s "$@" 2>&1 | tee "$out/$label.txt"
 	cleanup
 	echo "=== $label (floor) ==="
-	"${pin[@]}" "$bin/ssebench" floor --label "$label" --csv "$csv" --progress 5s "$@" 2>&1 | tee "$out/$label-floor.txt"
+	"${pin[@]}" "$bin/ssebench" floor --label "$label" --csv "$csv" --progress 5s "$@" 2>&1 | tee "$out/$label-floor.txt" &
+	local run=$!
+	if [ -n "$cpu" ]; then
+		# The floor server is ssebench's child and inherited its CPU: move
+		# it (every thread) to the server's CPU, as the gateway was.
+		local fpid=""
+		for _ in $(seq 200); do
+			fpid=$(pgrep -f "ssebench floor-server" | head -1 || true)
+			[ -n "$fpid" ] && break
+			sleep 0.05
+		done
+		[ -n "$fpid" ] && taskset -a -cp "$cpu" "$fpid" >/dev/null
+	fi
+	wait "$run"
 }
 
 for s in "${scenarios[@]}"; do

@@ -1,7 +1,8 @@
 // Command plot draws ssebench results: it reads the CSV rows that
 // `ssebench --csv FILE` appends and writes a PNG with two panels against the
 // number of clients — end-to-end latency (p50, p90, p99) and deliveries per
-// second — one line per mode (gateway, floor) and label.
+// second — one line per mode (gateway, floor) and label (labels that differ
+// only by a trailing "-<number>", such as the client count, share a line).
 //
 //	go run ./cmd/ssebench/plot --out bench.png runs.csv [more.csv...]
 package main
@@ -134,7 +135,7 @@ func readRows(name string) ([]row, error) {
 		}
 		num := func(c string) float64 { v, _ := strconv.ParseFloat(rec[col[c]], 64); return v }
 		series := rec[col["mode"]]
-		if l := rec[col["label"]]; l != "" {
+		if l := seriesLabel(rec[col["label"]]); l != "" {
 			series += " " + l
 		}
 		out = append(out, row{
@@ -230,4 +231,17 @@ func ticks125(lo, hi float64) []plot.Tick {
 		}
 	}
 	return ts
+}
+
+// seriesLabel drops a trailing "-<number>" from a label, so runs labeled
+// broadcast-1000, broadcast-2500 and broadcast-5000 make one line.
+func seriesLabel(label string) string {
+	i := strings.LastIndexByte(label, '-')
+	if i <= 0 {
+		return label
+	}
+	if _, err := strconv.Atoi(label[i+1:]); err != nil {
+		return label
+	}
+	return label[:i]
 }
