@@ -96,15 +96,8 @@ func (s *Server) stream(c echo.Context) error {
 	// answered from the state alone. A job this instance is subscribed to
 	// already was running a moment ago; the read after joining decides.
 	if !s.hub.live(job) {
-		st, err := s.store.state(ctx, job)
-		if err != nil {
-			return s.redisFailed(c, "state", err)
-		}
-		if st == nil {
-			return &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
-		}
-		if st.status.Terminal() {
-			return s.streamFinished(c, job, q, st)
+		if _, answered, err := s.lookUp(c, job, q); answered {
+			return err
 		}
 	}
 
@@ -128,15 +121,9 @@ func (s *Server) stream(c echo.Context) error {
 		}
 	}()
 
-	st, err := s.store.state(ctx, job)
-	if err != nil {
-		return s.redisFailed(c, "state", err)
-	}
-	if st == nil {
-		return &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
-	}
-	if st.status.Terminal() {
-		return s.streamFinished(c, job, q, st)
+	st, answered, err := s.lookUp(c, job, q)
+	if answered {
+		return err
 	}
 	// Copies: the request's strings must not stay alive with the stream.
 	o := &openStream{job: strings.Clone(job), q: q, remote: strings.Clone(c.RealIP()), cl: cl, js: js, st: st}
@@ -182,6 +169,23 @@ func (s *Server) stream(c echo.Context) error {
 	}
 	newStream(w, cl, s.cfg.Heartbeat, q.timeout, end).start(ctx)
 	return nil
+}
+
+// lookUp reads where the job stands and answers the request when that alone
+// decides it: Redis failing (transient), an unknown job (404), a finished
+// one (its result, or 204). answered reports that it did; err is then the
+// handler's result.
+func (s *Server) lookUp(c echo.Context, job string, q streamQuery) (st *jobState, answered bool, err error) {
+	st, err = s.store.state(c.Request().Context(), job)
+	switch {
+	case err != nil:
+		return nil, true, s.redisFailed(c, "state", err)
+	case st == nil:
+		return nil, true, &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
+	case st.status.Terminal():
+		return nil, true, s.streamFinished(c, job, q, st)
+	}
+	return st, false, nil
 }
 
 // openStream is a stream of a running job whose answer is decided: what it
