@@ -21,7 +21,8 @@ type Config struct {
 	// Default "ssegate".
 	KeyPrefix string
 
-	// Heartbeat is the interval of heartbeat events on an open stream.
+	// Heartbeat is how long a stream may go without a write before a
+	// heartbeat event is sent (a stream busy with events needs none).
 	// Default 30s.
 	Heartbeat time.Duration
 	// DefaultTimeout is how long a stream stays open when the client names

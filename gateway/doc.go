@@ -20,6 +20,12 @@
 //   - on shutdown, readiness fails, new streams are refused as transient,
 //     and open streams are closed in waves with a jittered retry hint.
 //
+// Streams: an HTTP/1.x stream is taken over from net/http after its headers
+// (conn.go) and holds no goroutine while it waits: the hub's dispatch, a
+// kick or its timer wakes a short-lived drain that writes what is queued
+// (stream.go); on Linux one epoll watcher notices closed connections
+// (closewatch_linux.go). HTTP/2 streams stay with net/http.
+//
 // Concurrency: Server and Hub methods are safe for concurrent use. Every
 // goroutine the package starts is owned by Serve and has ended when Serve
 // returns. There is no package-level state: tests run many servers at once.
