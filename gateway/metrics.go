@@ -25,7 +25,7 @@ type metrics struct {
 	opened          prometheus.Counter
 	closed          *prometheus.CounterVec
 	subscribedJobs  prometheus.Gauge
-	eventsSent      map[event.Type]prometheus.Counter
+	eventsSent      [numTypes]prometheus.Counter // by typeIndex
 	eventsReplayed  prometheus.Counter
 	slowDisconnects prometheus.Counter
 	latency         prometheus.Histogram
@@ -90,9 +90,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	sent := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ssegate_events_sent_total", Help: "Events written to clients, by type.",
 	}, []string{"type"})
-	m.eventsSent = map[event.Type]prometheus.Counter{}
-	for _, t := range []event.Type{event.TypeStatus, event.TypeProgress, event.TypeError, event.TypeComplete, event.TypeHeartbeat, event.TypeReset} {
-		m.eventsSent[t] = sent.WithLabelValues(string(t))
+	for i, t := range sentTypes {
+		m.eventsSent[i] = sent.WithLabelValues(string(t))
 	}
 	// Every label value exists from the start, so dashboards see zeros.
 	for _, r := range []string{reasonClientGone, reasonFinished, reasonTimeout, reasonSlow, reasonShutdown, reasonResync, reasonRedis} {
@@ -117,4 +116,21 @@ func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+// sentTypes are the event types counted in ssegate_events_sent_total, in
+// the order of typeIndex.
+var sentTypes = [...]event.Type{event.TypeStatus, event.TypeProgress, event.TypeError, event.TypeComplete, event.TypeHeartbeat, event.TypeReset}
+
+const numTypes = len(sentTypes)
+
+// sent returns the counter of events of type t. It runs for every
+// delivery: a scan of six short strings, no hashing.
+func (m *metrics) sent(t event.Type) prometheus.Counter {
+	for i, st := range sentTypes {
+		if st == t {
+			return m.eventsSent[i]
+		}
+	}
+	return m.eventsSent[numTypes-1]
 }

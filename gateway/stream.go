@@ -85,7 +85,7 @@ func (w *writer) frame(f *frame, includeReport bool, replayed bool) (terminal bo
 	}
 	w.last = f.id
 	w.sent++
-	w.metrics.eventsSent[f.typ].Inc()
+	w.metrics.sent(f.typ).Inc()
 	if replayed {
 		w.metrics.eventsReplayed.Inc()
 	}
@@ -106,7 +106,7 @@ func (w *writer) batch(f *frame, replayed bool) (terminal bool, err error) {
 		return false, w.err
 	}
 	for _, t := range f.types[i:] {
-		w.metrics.eventsSent[t].Inc()
+		w.metrics.sent(t).Inc()
 	}
 	n := len(f.ids) - i
 	w.sent += n
@@ -123,7 +123,7 @@ func (w *writer) raw(b []byte, typ event.Type) {
 	w.write(b)
 	if w.err == nil {
 		w.sent++
-		w.metrics.eventsSent[typ].Inc()
+		w.metrics.sent(typ).Inc()
 	}
 }
 

@@ -164,7 +164,7 @@ func mustQueue(tb testing.TB, c *client, frames ...*frame) {
 	}
 }
 
-func sentCount(m *metrics, typ event.Type) float64 { return testutil.ToFloat64(m.eventsSent[typ]) }
+func sentCount(m *metrics, typ event.Type) float64 { return testutil.ToFloat64(m.sent(typ)) }
 
 func TestWriterLoopHeartbeatsUntilTimeout(t *testing.T) {
 	t.Parallel()
