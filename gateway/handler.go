@@ -202,7 +202,7 @@ type openStream struct {
 }
 
 // begin writes the replay or the snapshot and tells the hub where the
-// stream stands; live events follow in the writer's loop. done means the
+// stream stands; live events follow (see stream). done means the
 // stream is over already (the replay reached the terminal event, or a write
 // failed), and why.
 func (s *Server) begin(ctx context.Context, w *writer, o *openStream) (reason string, done bool) {
@@ -371,7 +371,7 @@ func (s *Server) resetEvent(job string) []byte {
 // open starts a 200 event stream: headers, then the retry hint, flushed at
 // once so the client knows the stream is up. With takeOver, an HTTP/1.x
 // connection is taken over from net/http (see conn.go) and its sink is
-// returned: the stream then runs on its own goroutine.
+// returned: the stream then runs without this handler (see stream).
 func (s *Server) open(c echo.Context, job string, q streamQuery, mayTakeOver bool) (*writer, *connSink) {
 	setStreamHeaders(c)
 	w := &writer{writeTimeout: s.cfg.WriteTimeout, metrics: s.metrics}
