@@ -354,8 +354,33 @@ func (h *Hub) resync(js *jobSub) {
 	}
 	js.mu.Unlock()
 
+	first := true
 	for have {
-		entries, err := h.store.page(h.ctx, js.job, from, replayPage)
+		var entries []redis.XMessage
+		var err error
+		if first {
+			// The first read also checks that the oldest position is still
+			// in the history. If the outage outlasted it, the gap cannot be
+			// refilled: those clients resume through their Last-Event-ID,
+			// which tells them so (a reset event and the snapshot) instead
+			// of skipping ahead in silence.
+			var found bool
+			entries, found, err = h.store.after(h.ctx, js.job, from)
+			if err == nil && !found {
+				h.log.Warn("history trimmed during a pub/sub outage; the job's streams resume from their Last-Event-ID", "job", js.job)
+				oldest := firstID(entries)
+				js.mu.Lock()
+				for _, c := range js.clients {
+					if c.pos().Less(oldest) { // it missed entries that are gone
+						c.kick(reasonResync, jitter(h.retry))
+					}
+				}
+				js.mu.Unlock()
+			}
+			first = false
+		} else {
+			entries, err = h.store.page(h.ctx, js.job, from, replayPage)
+		}
 		if err != nil {
 			h.metrics.redisErrors.WithLabelValues("resync").Inc()
 			h.log.Warn("refill after pub/sub reconnect failed; closing the job's streams so they resume", "job", js.job, "err", err)
@@ -404,6 +429,19 @@ func (h *Hub) resync(js *jobSub) {
 	js.mu.Lock()
 	h.endResyncLocked(js)
 	js.mu.Unlock()
+}
+
+// firstID is the ID of the first entry, or the largest ID when there is
+// none (every position is then before it).
+func firstID(entries []redis.XMessage) protocol.ID {
+	if len(entries) == 0 {
+		return protocol.ID{Ms: ^uint64(0), Seq: ^uint64(0)}
+	}
+	id, err := protocol.ParseID(entries[0].ID)
+	if err != nil {
+		return protocol.ID{Ms: ^uint64(0), Seq: ^uint64(0)}
+	}
+	return id
 }
 
 func (h *Hub) endResyncLocked(js *jobSub) {

@@ -50,7 +50,9 @@ func newCluster(t *testing.T, gateways int, redisOpts []redistest.Option, flags 
 	srv := redistest.StartReal(t, redisOpts...)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: 5, DialTimeout: time.Second})
 	t.Cleanup(func() { rdb.Close() })
-	c := &cluster{t: t, redis: srv, rdb: rdb, pub: publisher.New(rdb)}
+	// The tests compare every client's events with the whole history, so
+	// the history keeps everything (the soak variants publish 10,000 events).
+	c := &cluster{t: t, redis: srv, rdb: rdb, pub: publisher.New(rdb, publisher.WithMaxLen(1_000_000))}
 	for range gateways {
 		c.gws = append(c.gws, gatewaytest.Start(t, srv.URL(), gatewaytest.WithFlags(flags...)))
 	}
