@@ -116,6 +116,36 @@ func (c *cluster) publishAll(jobs []string, steps int, pause time.Duration, pad 
 	return errc
 }
 
+// watchJobs opens n clients, client i on job i mod len(jobs) starting at
+// gateway i mod the gateway count, and waits until each has its snapshot.
+func (c *cluster) watchJobs(jobs []string, n int) []*streamtest.Stream {
+	c.t.Helper()
+	var clients []*streamtest.Stream
+	for i := range n {
+		clients = append(clients, streamtest.Open(c.t, c.urls(jobs[i%len(jobs)], i%len(c.gws)), ""))
+	}
+	for _, s := range clients {
+		s.WaitEvents(c.t, 1)
+	}
+	return clients
+}
+
+// checkAll waits until every client (opened by watchJobs) ended, checks it
+// saw its job's history exactly once, and returns how many reconnected.
+func (c *cluster) checkAll(jobs []string, clients []*streamtest.Stream) (moved int) {
+	c.t.Helper()
+	for i, s := range clients {
+		if err := s.WaitDone(c.t); err != nil {
+			c.t.Fatal(err)
+		}
+		streamtest.AssertExactlyOnce(c.t, s.Events(), c.history(jobs[i%len(jobs)]))
+		if s.Client.Connects() > 1 {
+			moved++
+		}
+	}
+	return moved
+}
+
 func waitAll(t *testing.T, errc <-chan error, n int) {
 	t.Helper()
 	for range n {
@@ -181,13 +211,7 @@ func TestRollingRestart(t *testing.T) {
 	c := newCluster(t, 2, nil, "--shutdown-grace", "1500ms", "--shutdown-timeout", "6s")
 	jobs := jobNames("roll", 20)
 	c.register(jobs...)
-	var clients []*streamtest.Stream
-	for i := range 200 {
-		clients = append(clients, streamtest.Open(t, c.urls(jobs[i%20], i%2), ""))
-	}
-	for _, s := range clients {
-		s.WaitEvents(t, 1)
-	}
+	clients := c.watchJobs(jobs, 200)
 	errc := c.publishAll(jobs, 40, 50*time.Millisecond, 0)
 	time.Sleep(500 * time.Millisecond) // mid-stream
 
@@ -209,16 +233,7 @@ func TestRollingRestart(t *testing.T) {
 	}
 
 	waitAll(t, errc, len(jobs))
-	moved := 0
-	for i, s := range clients {
-		if err := s.WaitDone(t); err != nil {
-			t.Fatal(err)
-		}
-		streamtest.AssertExactlyOnce(t, s.Events(), c.history(jobs[i%20]))
-		if s.Client.Connects() > 1 {
-			moved++
-		}
-	}
+	moved := c.checkAll(jobs, clients)
 	if moved < 50 {
 		t.Errorf("only %d clients reconnected; the ~100 on the stopped gateway should have", moved)
 	}
@@ -231,28 +246,12 @@ func TestCrash(t *testing.T) {
 	c := newCluster(t, 2, nil)
 	jobs := jobNames("crash", 10)
 	c.register(jobs...)
-	var clients []*streamtest.Stream
-	for i := range 60 {
-		clients = append(clients, streamtest.Open(t, c.urls(jobs[i%10], i%2), ""))
-	}
-	for _, s := range clients {
-		s.WaitEvents(t, 1)
-	}
+	clients := c.watchJobs(jobs, 60)
 	errc := c.publishAll(jobs, 40, 40*time.Millisecond, 0)
 	time.Sleep(400 * time.Millisecond)
 	c.gws[0].Kill()
 	waitAll(t, errc, len(jobs))
-	moved := 0
-	for i, s := range clients {
-		if err := s.WaitDone(t); err != nil {
-			t.Fatal(err)
-		}
-		streamtest.AssertExactlyOnce(t, s.Events(), c.history(jobs[i%10]))
-		if s.Client.Connects() > 1 {
-			moved++
-		}
-	}
-	if moved < 20 {
+	if moved := c.checkAll(jobs, clients); moved < 20 {
 		t.Errorf("only %d clients reconnected after the crash; the 30 on it should have", moved)
 	}
 }
@@ -263,13 +262,7 @@ func TestPubSubCut(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 2, nil)
 	c.register("cut")
-	var clients []*streamtest.Stream
-	for i := range 20 {
-		clients = append(clients, streamtest.Open(t, c.urls("cut", i%2), ""))
-	}
-	for _, s := range clients {
-		s.WaitEvents(t, 1)
-	}
+	clients := c.watchJobs([]string{"cut"}, 20)
 	steps, kills := 1000, 5
 	if soak() {
 		steps, kills = 10000, 50
@@ -280,13 +273,7 @@ func TestPubSubCut(t *testing.T) {
 		c.redis.Do(t, "CLIENT", "KILL", "TYPE", "pubsub")
 	}
 	waitAll(t, errc, 1)
-	want := c.history("cut")
-	for _, s := range clients {
-		if err := s.WaitDone(t); err != nil {
-			t.Fatal(err)
-		}
-		streamtest.AssertExactlyOnce(t, s.Events(), want)
-	}
+	c.checkAll([]string{"cut"}, clients)
 	var reconnects, clientReconnects float64
 	for _, g := range c.gws {
 		reconnects += metric(t, g, "ssegate_redis_reconnects_total")
@@ -305,13 +292,7 @@ func TestRedisRestart(t *testing.T) {
 	c := newCluster(t, 2, []redistest.Option{redistest.WithPersistence()}, "--heartbeat", "200ms")
 	jobs := jobNames("rr", 5)
 	c.register(jobs...)
-	var clients []*streamtest.Stream
-	for i := range 20 {
-		clients = append(clients, streamtest.Open(t, c.urls(jobs[i%5], i%2), ""))
-	}
-	for _, s := range clients {
-		s.WaitEvents(t, 1)
-	}
+	clients := c.watchJobs(jobs, 20)
 	ctx := context.Background()
 	publish := func(from, to int) {
 		t.Helper()
@@ -359,14 +340,8 @@ func TestRedisRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i, s := range clients {
-		if err := s.WaitDone(t); err != nil {
-			t.Fatal(err)
-		}
-		streamtest.AssertExactlyOnce(t, s.Events(), c.history(jobs[i%5]))
-		if n := s.Client.Connects(); n != 1 {
-			t.Errorf("client %d connected %d times; streams should stay open through the Redis restart", i, n)
-		}
+	if moved := c.checkAll(jobs, clients); moved != 0 {
+		t.Errorf("%d clients reconnected; streams should stay open through the Redis restart", moved)
 	}
 }
 
