@@ -30,13 +30,14 @@ type Server struct {
 	tb   testing.TB
 	mini *miniredis.Miniredis
 
-	mu      sync.Mutex // guards cmd, exited
+	mu      sync.Mutex // guards cmd, exited, paused
 	bin     string
 	dir     string
 	port    int
 	persist bool
 	cmd     *exec.Cmd
 	exited  chan struct{}
+	paused  bool
 }
 
 // Option changes how a real server is started.
@@ -201,19 +202,63 @@ func (s *Server) Kill() { s.signal(syscall.SIGKILL, 5*time.Second) }
 
 func (s *Server) signal(sig syscall.Signal, wait time.Duration) {
 	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.cmd = nil
+	cmd, exited, paused := s.cmd, s.exited, s.paused
+	s.cmd, s.paused = nil, false
 	s.mu.Unlock()
 	if cmd == nil {
 		return
 	}
 	_ = cmd.Process.Signal(sig)
+	if paused {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // a stopped process handles SIGTERM only once continued
+	}
 	select {
 	case <-exited:
 	case <-time.After(wait):
 		_ = cmd.Process.Kill()
 		<-exited
 	}
+}
+
+// Pause stops the real server's process with SIGSTOP, as a hung Redis: it
+// keeps its port and accepts connections (the kernel does), but answers
+// nothing until Resume. Resume is also registered as a cleanup of tb, so a
+// failing test never leaves the server stopped. miniredis cannot be paused:
+// tb is skipped.
+func (s *Server) Pause(tb testing.TB) {
+	tb.Helper()
+	if s.mini != nil {
+		tb.Skip("redistest: Pause needs a real redis-server (miniredis cannot be paused)")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		tb.Fatal("redistest: Pause of a stopped server")
+	}
+	if s.paused {
+		return
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		tb.Fatalf("redistest: pause: %v", err)
+	}
+	s.paused = true
+	tb.Cleanup(func() { s.Resume(tb) })
+}
+
+// Resume continues a server stopped by Pause (SIGCONT). It does nothing to
+// a server that is not paused, so it is safe to call more than once.
+func (s *Server) Resume(tb testing.TB) {
+	tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.paused || s.cmd == nil {
+		return
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		tb.Errorf("redistest: resume: %v", err)
+		return
+	}
+	s.paused = false
 }
 
 // Restart starts a stopped real server again on the same port, with the
