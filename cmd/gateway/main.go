@@ -182,8 +182,13 @@ func newLogger(level, format string, out io.Writer) (*slog.Logger, error) {
 }
 
 // newRedis connects to the configured Redis, or starts the embedded one.
-// The returned stop closes the client (and the embedded server).
-func newRedis(o options, log *slog.Logger) (redis.UniversalClient, func(), error) {
+// Every call of the client is bounded by timeout (--redis-timeout): it
+// dials, writes, reads and waits for a pooled connection for at most that
+// long, each, and honours its context's deadline; a timeout set in the URL
+// (dial_timeout=, read_timeout=, write_timeout=, pool_timeout=, and a
+// sentinel URL's context_timeout_enabled=) wins. The returned stop closes
+// the client (and the embedded server).
+func newRedis(o options, timeout time.Duration, log *slog.Logger) (redis.UniversalClient, func(), error) {
 	if o.redisURL == "" {
 		m := miniredis.NewMiniRedis()
 		if err := m.StartAddr(o.embeddedAddr); err != nil {
@@ -191,13 +196,20 @@ func newRedis(o options, log *slog.Logger) (redis.UniversalClient, func(), error
 		}
 		log.Warn("no Redis URL set: using an embedded in-memory Redis (data is lost on exit; set REDIS_URL for a real one)",
 			"addr", m.Addr(), "publish_with", "ssepub --redis-url redis://"+m.Addr()+"/0 JOB ...")
-		rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+		opts := &redis.Options{Addr: m.Addr()}
+		bound(nil, timeout, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout)
+		rdb := redis.NewClient(opts)
 		return rdb, func() { _ = rdb.Close(); m.Close() }, nil
 	}
+	u, err := url.Parse(o.redisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	q := u.Query()
 	mode := o.redisMode
 	if mode == "auto" {
 		mode = "single"
-		if u, err := url.Parse(o.redisURL); err == nil && u.Query().Has("master_name") {
+		if q.Has("master_name") {
 			mode = "sentinel"
 		}
 	}
@@ -208,23 +220,46 @@ func newRedis(o options, log *slog.Logger) (redis.UniversalClient, func(), error
 		if err != nil {
 			return nil, nil, fmt.Errorf("--redis-url: %w", err)
 		}
+		bound(q, timeout, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout)
 		rdb = redis.NewClient(opts)
 	case "sentinel":
 		opts, err := redis.ParseFailoverURL(o.redisURL)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--redis-url (sentinel): %w", err)
 		}
+		bound(q, timeout, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout)
 		rdb = redis.NewFailoverClient(opts)
 	case "cluster":
 		opts, err := redis.ParseClusterURL(o.redisURL)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--redis-url (cluster): %w", err)
 		}
+		bound(q, timeout, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout)
 		rdb = redis.NewClusterClient(opts)
 	default:
 		return nil, nil, fmt.Errorf("--redis-mode must be auto, single, sentinel or cluster, got %q", o.redisMode)
 	}
 	return rdb, func() { _ = rdb.Close() }, nil
+}
+
+// bound sets each of a Redis client's timeouts that the URL's query q does
+// not name to d, and makes the client honour its contexts' deadlines unless
+// q names context_timeout_enabled (only a sentinel URL may). Without it
+// go-redis ignores the deadline of a call's context on the socket and waits
+// its own defaults (5 s per read or dial) whatever --redis-timeout says.
+// The pool wait gets d too: the default, ReadTimeout + 1 s, would let a call
+// that carries no deadline queue behind a hung Redis for longer than a read.
+func bound(q url.Values, d time.Duration, contextTimeout *bool, dial, read, write, pool *time.Duration) {
+	if !q.Has("context_timeout_enabled") {
+		*contextTimeout = true
+	}
+	for name, p := range map[string]*time.Duration{
+		"dial_timeout": dial, "read_timeout": read, "write_timeout": write, "pool_timeout": pool,
+	} {
+		if !q.Has(name) {
+			*p = d
+		}
+	}
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -242,7 +277,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	redis.SetLogger(redisLogger{log})
-	rdb, stop, err := newRedis(o, log)
+	rdb, stop, err := newRedis(o, cfg.RedisTimeout, log)
 	if err != nil {
 		log.Error("redis", "err", err)
 		return 1
