@@ -15,19 +15,45 @@ import (
 // Read per connection. Each connection is registered one-shot with a token
 // of its own, so an event can never reach the stream of a later connection
 // that reuses the file descriptor.
+//
+// If epoll_wait fails, which it cannot recover from, the watcher closes
+// itself and hands every connection it still watches back to its owner (see
+// newCloseWatcher), instead of leaving them unwatched.
+//
+// watch, the stop functions it returns and close may be called from any
+// goroutine; onClose and failed run on the watcher's goroutine, one at a
+// time.
 type closeWatcher struct {
 	epfd   int
 	wakeFD int // an eventfd in the set, written to stop the watcher
+	failed func(err error, orphans []orphan)
 
-	mu     sync.Mutex // guards subs, next, closed
-	subs   map[uint64]func()
+	// mu guards subs, next and closed, and is held across every epoll_ctl:
+	// once closed is set none can start, so close may release epfd without
+	// one reaching a later file that reuses the number.
+	mu     sync.Mutex
+	subs   map[uint64]orphan // the watches still registered: orphans if the watcher fails
 	next   uint64
-	closed bool
+	closed bool // by close or by a failure: watch refuses
 
-	done chan struct{}
+	done      chan struct{} // run has returned (and with it every callback)
+	closeOnce sync.Once
 }
 
-func newCloseWatcher() (*closeWatcher, error) {
+// An orphan is a watch the watcher could no longer keep when it failed: its
+// owner now has to notice the close of conn itself and call onClose.
+type orphan struct {
+	conn    net.Conn
+	onClose func()
+}
+
+// newCloseWatcher starts a watcher. If epoll_wait fails, the watcher stops,
+// refuses later watches, and calls failed once, from its goroutine, with the
+// error and every watch still registered (none that fired or was stopped),
+// so the caller can log it and watch those connections another way. failed
+// is not called if close came first. It must not be nil, block, or call
+// close (close waits for it).
+func newCloseWatcher(failed func(err error, orphans []orphan)) (*closeWatcher, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -37,7 +63,10 @@ func newCloseWatcher() (*closeWatcher, error) {
 		syscall.Close(epfd)
 		return nil, errno
 	}
-	w := &closeWatcher{epfd: epfd, wakeFD: int(wakeFD), subs: map[uint64]func(){}, next: 1, done: make(chan struct{})}
+	w := &closeWatcher{
+		epfd: epfd, wakeFD: int(wakeFD), failed: failed,
+		subs: map[uint64]orphan{}, next: 1, done: make(chan struct{}),
+	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN} // token 0: the wake-up
 	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, w.wakeFD, &ev); err != nil {
 		syscall.Close(epfd)
@@ -51,8 +80,12 @@ func newCloseWatcher() (*closeWatcher, error) {
 var errNotWatchable = errors.New("gateway: connection has no file descriptor to watch")
 
 // watch calls onClose once, from the watcher's goroutine, when conn's peer
-// closes it, resets it or sends data. stop ends the watch; call it before
-// closing conn. onClose must not block.
+// closes it, resets it or sends data. It fails once the watcher is closed or
+// has failed; the caller then watches conn another way. stop ends the watch;
+// call it before closing conn. If the watch has fired, or was handed to
+// failed as an orphan, stop does nothing: the orphan's onClose is then the
+// owner's to call (a reader goroutine of its own, say, which ends when the
+// owner closes conn). onClose must not block.
 func (w *closeWatcher) watch(conn net.Conn, onClose func()) (stop func(), err error) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
@@ -63,42 +96,43 @@ func (w *closeWatcher) watch(conn net.Conn, onClose func()) (stop func(), err er
 		return nil, err
 	}
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.closed {
-		w.mu.Unlock()
 		return nil, net.ErrClosed
 	}
 	token := w.next
 	w.next++
-	w.subs[token] = onClose
-	w.mu.Unlock()
-
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
 	setToken(&ev, token)
 	var ctlErr error
 	if err := rc.Control(func(fd uintptr) {
 		ctlErr = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
 	}); err != nil || ctlErr != nil {
-		w.forget(token)
 		return nil, errors.Join(err, ctlErr)
 	}
-	return func() {
-		if w.forget(token) {
-			// Still registered: take it out of the set while the
-			// descriptor is certainly this connection's.
-			_ = rc.Control(func(fd uintptr) {
-				_ = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
-			})
-		}
-	}, nil
+	// An event for token waits in run for mu, so registering it after the
+	// ADD cannot lose it.
+	w.subs[token] = orphan{conn, onClose}
+	return func() { w.stop(token, rc) }, nil
 }
 
-// forget removes a token and reports whether it was still there.
-func (w *closeWatcher) forget(token uint64) bool {
+// stop ends the watch of token, if it is still registered: under mu, so it
+// is either done before a failure hands the watch over, or not at all.
+func (w *closeWatcher) stop(token uint64, rc syscall.RawConn) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, ok := w.subs[token]
+	if _, ok := w.subs[token]; !ok {
+		return // fired, or handed to failed
+	}
 	delete(w.subs, token)
-	return ok
+	if w.closed {
+		return // close is releasing the whole set
+	}
+	// Take it out of the set while the descriptor is certainly this
+	// connection's.
+	_ = rc.Control(func(fd uintptr) {
+		_ = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	})
 }
 
 func (w *closeWatcher) run() {
@@ -110,39 +144,59 @@ func (w *closeWatcher) run() {
 			continue
 		}
 		if err != nil {
+			w.fail(err)
 			return
 		}
 		for _, ev := range events[:n] {
 			token := getToken(&ev)
 			if token == 0 {
-				return // Close
+				return // close
 			}
 			w.mu.Lock()
-			onClose := w.subs[token]
+			sub, ok := w.subs[token]
 			delete(w.subs, token)
 			w.mu.Unlock()
-			if onClose != nil {
-				onClose()
+			if ok {
+				sub.onClose()
 			}
 		}
 	}
 }
 
-// close stops the watcher and waits for its goroutine. Watches still
-// registered never fire.
-func (w *closeWatcher) close() {
+// fail closes the watcher after epoll_wait failed and hands what it still
+// watches to failed. The watches leave subs under the same lock as watch and
+// stop take, so each is handed over, or registered too late (watch fails),
+// or stopped first, never two of these.
+func (w *closeWatcher) fail(err error) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
-		return
+		return // close came first: it wants no callbacks
 	}
 	w.closed = true
+	orphans := make([]orphan, 0, len(w.subs))
+	for _, o := range w.subs {
+		orphans = append(orphans, o)
+	}
+	clear(w.subs)
 	w.mu.Unlock()
-	one := [8]byte{1}
-	_, _ = syscall.Write(w.wakeFD, one[:])
-	<-w.done
-	syscall.Close(w.epfd)
-	syscall.Close(w.wakeFD)
+	w.failed(err, orphans)
+}
+
+// close stops the watcher and waits for its goroutine, and with it for any
+// onClose or failed call in progress. Watches still registered never fire.
+// After a failure it only releases the descriptors.
+func (w *closeWatcher) close() {
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		one := [8]byte{1}
+		_, _ = syscall.Write(w.wakeFD, one[:]) // nobody reads it if run has failed
+		<-w.done
+		syscall.Close(w.epfd)
+		syscall.Close(w.wakeFD)
+	})
 }
 
 // The token rides in the event's 64-bit data field (Fd and Pad in Go's

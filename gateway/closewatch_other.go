@@ -11,7 +11,15 @@ import (
 // connection with a reader goroutine (see Server.watchPeer).
 type closeWatcher struct{}
 
-func newCloseWatcher() (*closeWatcher, error) { return nil, errors.ErrUnsupported }
+// orphan is what a failed Linux watcher hands back; see closewatch_linux.go.
+type orphan struct {
+	conn    net.Conn
+	onClose func()
+}
+
+func newCloseWatcher(func(err error, orphans []orphan)) (*closeWatcher, error) {
+	return nil, errors.ErrUnsupported
+}
 
 func (*closeWatcher) watch(net.Conn, func()) (func(), error) { return nil, errors.ErrUnsupported }
 

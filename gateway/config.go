@@ -76,6 +76,11 @@ type Config struct {
 	// PubSubConns is the number of Redis pub/sub connections that the
 	// subscriptions of all jobs share. Default 4.
 	PubSubConns int
+	// Linger is how long a job's subscription is kept after its last
+	// client on this instance leaves, so that a client that reconnects at
+	// once costs Redis no UNSUBSCRIBE and SUBSCRIBE. Default 1s; negative:
+	// none.
+	Linger time.Duration
 	// JoinTimeout bounds how long a new stream waits for its job's
 	// subscription; after it the stream is refused as transient. Default 5s.
 	JoinTimeout time.Duration
@@ -83,7 +88,8 @@ type Config struct {
 	// deliver by a message sent to itself through Redis; a connection that
 	// misses three in a row is reconnected and fails readiness. Default 2s.
 	CanaryInterval time.Duration
-	// RedisTimeout bounds each Redis read of a request. Default 3s.
+	// RedisTimeout bounds each Redis call: a request's reads, the pub/sub
+	// commands and the background health check. Default 3s.
 	RedisTimeout time.Duration
 
 	// Logger receives the gateway's logs. Default: discard.
@@ -107,6 +113,7 @@ const (
 	DefaultReportMaxBytes       = 1 << 20
 	DefaultShutdownGrace        = 5 * time.Second
 	DefaultPubSubConns          = 4
+	DefaultLinger               = time.Second
 	DefaultJoinTimeout          = 5 * time.Second
 	DefaultCanaryInterval       = 2 * time.Second
 	DefaultRedisTimeout         = 3 * time.Second
@@ -130,6 +137,7 @@ func (c Config) withDefaults() Config {
 		c.ShutdownTimeout = c.ShutdownGrace + 5*time.Second
 	}
 	setDefault(&c.PubSubConns, DefaultPubSubConns)
+	setDefault(&c.Linger, DefaultLinger)
 	setDefault(&c.JoinTimeout, DefaultJoinTimeout)
 	setDefault(&c.CanaryInterval, DefaultCanaryInterval)
 	setDefault(&c.RedisTimeout, DefaultRedisTimeout)

@@ -11,9 +11,9 @@ import (
 // An HTTP/1.x stream is taken over from net/http once its headers are
 // decided: net/http would otherwise hold a goroutine, a read buffer and two
 // write buffers (some 40 KiB) for each of thousands of mostly idle streams.
-// A taken-over stream costs its writer goroutine, a reader goroutine that
-// notices at once when the client goes away, and the frames waiting in its
-// queue; the frames are written straight from the shared encoded bytes with
+// A taken-over stream costs the frames waiting in its queue, a drain
+// goroutine only while it writes, and a place in the close watcher (or a
+// reader goroutine where there is none); the frames are written straight from the shared encoded bytes with
 // one writev per batch. HTTP/2 streams stay with net/http.
 
 // connSink writes a stream on a taken-over connection: each Flush is one
@@ -101,9 +101,10 @@ func takeOver(w http.ResponseWriter, r *http.Request, h http.Header, status int)
 	}
 	if sink.chunked {
 		head = append(head, "Transfer-Encoding: chunked\r\n"...)
-	} else {
-		head = append(head, "Connection: close\r\n"...)
 	}
+	// The connection is closed when the stream ends: say so, so that a
+	// proxy's upstream keep-alive pool never takes it back.
+	head = append(head, "Connection: close\r\n"...)
 	head = append(head, "\r\n"...)
 	// Anything net/http buffered for writing goes first; its read buffer
 	// holds nothing we want (a pipelined request on a stream is an error).
@@ -121,15 +122,22 @@ func takeOver(w http.ResponseWriter, r *http.Request, h http.Header, status int)
 
 // watchPeer arranges for onClose to run once the client closes (or resets,
 // or writes to) a taken-over connection. With the Linux close watcher this
-// costs no goroutine; otherwise (other systems, TLS connections) a reader
-// goroutine, owned by the Server, blocks in Read until the connection is
-// closed. stop ends the watch; call it before closing the connection.
+// costs no goroutine; otherwise (other systems, TLS connections, a watcher
+// that failed) a reader goroutine does it (readPeer). stop ends the watch;
+// call it before closing the connection.
 func (s *Server) watchPeer(conn net.Conn, onClose func()) (stop func()) {
 	if s.watcher != nil {
 		if stop, err := s.watcher.watch(conn, onClose); err == nil {
 			return stop
 		}
 	}
+	s.readPeer(conn, onClose)
+	return func() {}
+}
+
+// readPeer starts a reader goroutine, owned by the Server, that blocks in
+// Read until the connection is closed at either end, then calls onClose.
+func (s *Server) readPeer(conn net.Conn, onClose func()) {
 	s.readers.Go(func() {
 		var b [1]byte
 		for {
@@ -139,5 +147,4 @@ func (s *Server) watchPeer(conn net.Conn, onClose func()) (stop func()) {
 			}
 		}
 	})
-	return func() {}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"net/http"
@@ -46,7 +47,7 @@ func badRequest(code, msg string) *apiError {
 
 // writeError answers err as the documented JSON error. Echo's own errors
 // (unknown route, wrong method, oversized request) get the same shape.
-func writeError(c echo.Context, err error) error {
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
 		ae = &apiError{Status: http.StatusInternalServerError, Message: "internal error", Code: CodeInternal}
@@ -55,16 +56,16 @@ func writeError(c echo.Context, err error) error {
 			ae = fromEchoError(he)
 		}
 	}
-	if c.Response().Committed {
-		return nil
-	}
-	h := c.Response().Header()
+	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if c.Request().Method == http.MethodHead {
-		return c.NoContent(ae.Status)
+	if r.Method == http.MethodHead {
+		w.WriteHeader(ae.Status)
+		return
 	}
-	return c.JSON(ae.Status, ae)
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(ae.Status)
+	_ = json.NewEncoder(w).Encode(ae)
 }
 
 func fromEchoError(he *echo.HTTPError) *apiError {

@@ -9,14 +9,14 @@ import (
 
 // Reasons a stream closes: the label of ssegate_connections_closed_total.
 const (
-	reasonClientGone  = "client_gone" // the client went away
-	reasonFinished    = "finished"    // the job's terminal event was sent
-	reasonTimeout     = "timeout"     // the stream reached its timeout
-	reasonSlow        = "slow_client" // the client fell behind its buffer or a write timed out
-	reasonShutdown    = "shutdown"    // the instance is shutting down
-	reasonResync      = "resync"      // Redis pub/sub reconnected while the stream was starting
-	reasonRedis       = "redis_error" // Redis failed during a replay
-	reasonNotModified = "no_content"  // resumed after the terminal event: 204
+	reasonClientGone = "client_gone"    // the client went away
+	reasonFinished   = "finished"       // the job's terminal event was sent
+	reasonTimeout    = "timeout"        // the stream reached its timeout
+	reasonSlow       = "slow_client"    // the client fell behind its buffer or a write timed out
+	reasonShutdown   = "shutdown"       // the instance is shutting down
+	reasonResync     = "resync"         // Redis pub/sub reconnected while the stream was starting
+	reasonRedis      = "redis_error"    // Redis failed during a replay
+	reasonPanic      = "internal_error" // the handler panicked (ssegate_panics_total)
 )
 
 // metrics are the gateway's Prometheus metrics, registered on one registry.
@@ -34,6 +34,7 @@ type metrics struct {
 	refusals        *prometheus.CounterVec
 	requests        *prometheus.CounterVec
 	panics          prometheus.Counter
+	watcherFailures prometheus.Counter
 }
 
 // Answers to stream requests: the label of ssegate_stream_requests_total.
@@ -86,6 +87,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ssegate_panics_total", Help: "Handler panics recovered into a 500.",
 		}),
+		watcherFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ssegate_close_watcher_failures_total", Help: "Failures of the epoll close watcher; its connections fall back to reader goroutines.",
+		}),
 	}
 	sent := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ssegate_events_sent_total", Help: "Events written to clients, by type.",
@@ -94,7 +98,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.eventsSent[i] = sent.WithLabelValues(string(t))
 	}
 	// Every label value exists from the start, so dashboards see zeros.
-	for _, r := range []string{reasonClientGone, reasonFinished, reasonTimeout, reasonSlow, reasonShutdown, reasonResync, reasonRedis} {
+	for _, r := range []string{reasonClientGone, reasonFinished, reasonTimeout, reasonSlow, reasonShutdown, reasonResync, reasonRedis, reasonPanic} {
 		m.closed.WithLabelValues(r)
 	}
 	for _, op := range []string{"state", "replay", "report", "snapshot", "pubsub", "canary", "resync"} {
@@ -107,7 +111,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.requests.WithLabelValues(a)
 	}
 	reg.MustRegister(m.connections, m.opened, m.closed, m.subscribedJobs, sent, m.eventsReplayed,
-		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics)
+		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics, m.watcherFailures)
 	return m
 }
 

@@ -4,21 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ssegate/ssegate/pkg/event"
@@ -26,29 +22,44 @@ import (
 )
 
 // Server is one gateway instance: the HTTP API and the Hub behind it.
+//
+// Concurrency: its methods are safe for concurrent use, except Use and
+// Handle, which are for setting it up before Run or Serve. Serve owns every
+// goroutine the Server starts.
 type Server struct {
 	cfg       Config
-	rdb       redis.UniversalClient
 	store     *store
 	enc       *encoder
 	hub       *Hub
 	metrics   *metrics
 	registry  *prometheus.Registry
 	log       *slog.Logger
-	echo      *echo.Echo
+	echo      *echo.Echo   // the JSON API and routes added with Handle
+	handler   http.Handler // everything, the stream route and Use's middleware included
 	retryHint []byte
 
-	active  atomic.Int64 // admitted streams, for MaxConnections
-	serving atomic.Bool
-	streams sync.WaitGroup         // streams taken over from net/http, until their end ran
+	active  atomic.Int64           // admitted streams, for MaxConnections
+	serving atomic.Bool            //
+	streams sync.WaitGroup         // admitted streams, until their end ran
 	connsMu sync.Mutex             // guards conns
-	conns   map[*connSink]struct{} // of those streams, to close at a forced shutdown
+	conns   map[*connSink]struct{} // streams taken over from net/http, to close at a forced shutdown
 	watcher *closeWatcher          // notices closed taken-over connections; nil: readers do
 	readers sync.WaitGroup         // reader goroutines watching connections without the watcher
+
+	// hookTakenOver, when set (by tests), runs right after a stream's
+	// connection is taken over from net/http.
+	hookTakenOver func()
 }
 
 // New builds a Server that reads jobs through rdb (a single, Sentinel or
 // Cluster client). It starts nothing: Run or Serve does.
+//
+// Every call on rdb is bounded by the request's context and RedisTimeout,
+// but go-redis honours a context's deadline only with
+// Options.ContextTimeoutEnabled; set it, and the client's dial, read and
+// write timeouts, so that a Redis that hangs cannot hold a request longer
+// (cmd/gateway does). New adds a dial hook to rdb that only its own pub/sub
+// connections use (see oneDialHook).
 func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	if rdb == nil {
 		return nil, errors.New("gateway: nil Redis client")
@@ -61,19 +72,20 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	if reg == nil {
 		reg = newRegistry()
 	}
-	st := &store{rdb: rdb, keys: protocol.NewKeys(cfg.KeyPrefix), timeout: cfg.RedisTimeout}
+	keys := protocol.NewKeys(cfg.KeyPrefix)
+	st := &store{rdb: rdb, keys: keys, timeout: cfg.RedisTimeout}
 	enc := &encoder{store: st, maxReport: cfg.ReportMaxBytes}
 	m := newMetrics(reg)
-	s := &Server{
-		cfg: cfg, rdb: rdb, store: st, enc: enc, metrics: m, registry: reg, log: cfg.Logger,
-		hub: newHub(rdb, cfg, st, enc, m, instanceID()),
-	}
+	hub := newHub(cfg, st, enc, m)
+	hub.broker = newRedisBroker(rdb, cfg, keys, hub.events(), m, instanceID())
+	s := &Server{cfg: cfg, store: st, enc: enc, hub: hub, metrics: m, registry: reg, log: cfg.Logger}
 	hint, err := (&event.Message{Retry: cfg.Retry}).Bytes()
 	if err != nil {
 		return nil, err
 	}
 	s.retryHint = hint
-	s.echo = s.routes()
+	s.echo = s.api()
+	s.handler = s.routes()
 	return s, nil
 }
 
@@ -83,30 +95,65 @@ func instanceID() string {
 	return hex.EncodeToString(b)
 }
 
-func (s *Server) routes() *echo.Echo {
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = func(err error, c echo.Context) { _ = writeError(c, err) }
-	e.Use(s.recoverPanics)
-	e.Use(limitHeaders)
-	e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
-		AllowOrigins:  s.cfg.CORSOrigins,
-		AllowMethods:  []string{http.MethodGet, http.MethodHead, http.MethodOptions},
-		AllowHeaders:  []string{"Last-Event-ID", "Cache-Control", "Accept"},
-		ExposeHeaders: []string{"Retry-After"},
-		MaxAge:        600,
-	}))
-	e.GET("/api/reports/:jobId/stream", s.handleStream)
-	e.GET("/api/reports/:jobId", s.handleSnapshot)
-	e.GET("/healthz", s.handleHealth)
-	e.GET("/readyz", s.handleReady)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})))
-	return e
+// routes is the whole HTTP handler: the stream route served by the Server
+// itself, with net/http's ResponseWriter (it may take the connection over),
+// and everything else by Echo; both behind the same middleware, so a
+// request logger or an auth check sees every request alike.
+func (s *Server) routes() http.Handler {
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if job, ok := streamRoute(r); ok {
+			s.serveStream(w, r, job)
+			return
+		}
+		s.echo.ServeHTTP(w, r)
+	})
+	h = s.cors(h)
+	h = limitHeaders(h)
+	return s.recoverPanics(h)
+}
+
+// streamPrefix and streamSuffix frame the stream route,
+// GET /api/reports/{jobId}/stream.
+const (
+	streamPrefix = "/api/reports/"
+	streamSuffix = "/stream"
+)
+
+// streamRoute reports whether r is for the stream route and which job it
+// names (not yet validated). Other methods on the same path go to Echo,
+// which answers 405.
+func streamRoute(r *http.Request) (job string, ok bool) {
+	if r.Method != http.MethodGet {
+		return "", false
+	}
+	p := r.URL.Path
+	if len(p) <= len(streamPrefix)+len(streamSuffix) || p[:len(streamPrefix)] != streamPrefix || p[len(p)-len(streamSuffix):] != streamSuffix {
+		return "", false
+	}
+	job = p[len(streamPrefix) : len(p)-len(streamSuffix)]
+	for i := range len(job) {
+		if job[i] == '/' {
+			return "", false
+		}
+	}
+	return job, true
 }
 
 // Handler returns the HTTP handler of the API. Streams need the hub, which
 // runs only inside Run or Serve; without it they are refused as transient.
-func (s *Server) Handler() http.Handler { return s.echo }
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Use wraps the whole API, the stream route included, in net/http
+// middleware (a request logger, an auth check); the last one given is the
+// outermost. Middleware that wraps the ResponseWriter should give it an
+// Unwrap method (see http.ResponseController), else streams stay with
+// net/http instead of being taken over, at some 40 KiB more each. Call it
+// before Run or Serve.
+func (s *Server) Use(mw ...func(http.Handler) http.Handler) {
+	for _, m := range mw {
+		s.handler = m(s.handler)
+	}
+}
 
 // Handle adds a route outside the API (a demo page, say). Call it before
 // Run or Serve.
@@ -130,21 +177,24 @@ func (s *Server) Run(ctx context.Context) error {
 // Serve serves on l until ctx ends. Then it drains: /readyz fails, new
 // streams are refused as transient, open streams are closed in waves over
 // ShutdownGrace with a jittered retry hint, and it returns within
-// ShutdownTimeout. A Server serves once.
+// ShutdownTimeout, once every admitted stream has ended. A Server serves
+// once.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	if !s.serving.CompareAndSwap(false, true) {
 		_ = l.Close()
 		return errors.New("gateway: Serve called twice")
 	}
-	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
-	s.hub.ctx = hubCtx // before any request can read it
-	if w, err := newCloseWatcher(); err == nil {
+	// Deferred in this order: the watcher is closed (and has handed its
+	// connections to readers, if it failed) before the readers are waited
+	// for.
+	defer s.readers.Wait()
+	if w, err := newCloseWatcher(s.watcherFailed); err == nil {
 		s.watcher = w
 		defer w.close()
 	} else {
 		s.log.Debug("no close watcher; streams use reader goroutines", "err", err)
 	}
-	defer s.readers.Wait()
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
 	hubDone := make(chan struct{})
 	go func() {
 		defer close(hubDone)
@@ -156,7 +206,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}()
 
 	hs := &http.Server{
-		Handler:           s.echo,
+		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20, // a backstop; limitHeaders answers in JSON below it
@@ -186,14 +236,15 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	start := time.Now()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	s.log.Info("draining", "streams", len(s.hub.clients()), "grace", s.cfg.ShutdownGrace)
+	s.log.Info("draining", "streams", s.active.Load(), "grace", s.cfg.ShutdownGrace)
 	s.hub.drain(shutdownCtx, s.cfg.ShutdownGrace)
 	if err := hs.Shutdown(shutdownCtx); err != nil {
 		s.log.Warn("shutdown timed out; closing the remaining connections", "err", err)
 		_ = hs.Close()
 	}
 	<-errc
-	// Streams taken over from net/http are not Shutdown's to wait for.
+	// Taken-over streams are not Shutdown's to wait for; every admitted
+	// stream is counted in s.streams from admission to its end.
 	streamsDone := make(chan struct{})
 	go func() { s.streams.Wait(); close(streamsDone) }()
 	select {
@@ -210,6 +261,16 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// watcherFailed takes over the connections of a close watcher that failed:
+// each gets a reader goroutine, as streams do where there is no watcher.
+func (s *Server) watcherFailed(err error, orphans []orphan) {
+	s.metrics.watcherFailures.Inc()
+	s.log.Error("close watcher failed; watching connections with reader goroutines", "err", err, "connections", len(orphans))
+	for _, o := range orphans {
+		s.readPeer(o.conn, o.onClose)
+	}
 }
 
 // track adds or removes a taken-over stream's sink.
@@ -238,140 +299,4 @@ func (l sendBufferListener) Accept() (net.Conn, error) {
 		_ = tc.SetWriteBuffer(l.size)
 	}
 	return c, err
-}
-
-// snapshotResponse is the JSON of GET /api/reports/:jobId.
-type snapshotResponse struct {
-	JobID       string          `json:"jobId"`
-	Status      event.Status    `json:"status"`
-	Progress    json.RawMessage `json:"progress"`
-	ReportID    *string         `json:"reportId"`
-	Error       json.RawMessage `json:"error"`
-	UpdatedAt   event.Timestamp `json:"updatedAt"`
-	LastEventID string          `json:"lastEventId"`
-	Report      json.RawMessage `json:"report,omitempty"`
-}
-
-// handleSnapshot serves GET /api/reports/:jobId: where a job stands, for
-// clients that poll.
-func (s *Server) handleSnapshot(c echo.Context) error {
-	job := c.Param("jobId")
-	if !protocol.ValidJobID(job) {
-		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
-	}
-	includeReport := false
-	if vs, ok := c.QueryParams()["includeReport"]; ok {
-		b, err := parseBool(vs[0])
-		if err != nil || len(vs) > 1 {
-			return badRequest(CodeInvalidIncludeReport, "includeReport must be true or false")
-		}
-		includeReport = b
-	}
-	ctx := c.Request().Context()
-	st, err := s.store.state(ctx, job)
-	if err != nil {
-		return s.snapshotFailed(c, err)
-	}
-	if st == nil {
-		return &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
-	}
-	resp := snapshotResponse{
-		JobID: job, Status: st.status, UpdatedAt: event.At(st.updatedAt), LastEventID: st.lastID.String(),
-		Progress: rawOrNull(st.progress), Error: json.RawMessage("null"),
-	}
-	switch st.status {
-	case event.StatusFailed:
-		resp.Error = rawOrNull(st.result)
-	case event.StatusCompleted:
-		var rec event.CompleteRecord
-		if err := json.Unmarshal([]byte(st.result), &rec); err == nil {
-			resp.ReportID = &rec.ReportID
-			if includeReport && rec.HasReport {
-				report, _, err := s.store.report(ctx, job, s.cfg.ReportMaxBytes)
-				if err != nil {
-					return s.snapshotFailed(c, err)
-				}
-				resp.Report = report
-			}
-		}
-	}
-	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, resp)
-}
-
-func (s *Server) snapshotFailed(c echo.Context, err error) error {
-	s.metrics.redisErrors.WithLabelValues("snapshot").Inc()
-	s.log.Warn("redis read failed", "op", "snapshot", "err", err)
-	c.Response().Header().Set("Retry-After", retryAfterSeconds(jitter(s.cfg.Retry)))
-	r := refusals[refuseRedis]
-	return &apiError{Status: http.StatusServiceUnavailable, Message: r.msg, Code: r.code}
-}
-
-func rawOrNull(s string) json.RawMessage {
-	if s == "" || !json.Valid([]byte(s)) {
-		return json.RawMessage("null")
-	}
-	return json.RawMessage(s)
-}
-
-// handleHealth serves GET /healthz: the process is alive.
-func (s *Server) handleHealth(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// handleReady serves GET /readyz: Redis answers, every pub/sub connection
-// has delivered its canary lately, and the instance is not draining.
-func (s *Server) handleReady(c echo.Context) error {
-	c.Response().Header().Set("Cache-Control", "no-store")
-	if s.hub.draining.Load() {
-		return &apiError{Status: http.StatusServiceUnavailable, Message: "draining", Code: CodeDraining}
-	}
-	if err := s.store.ping(c.Request().Context()); err != nil {
-		return &apiError{Status: http.StatusServiceUnavailable, Message: "redis: " + err.Error(), Code: CodeRedisUnavailable}
-	}
-	if err := s.hub.healthy(); err != nil {
-		return &apiError{Status: http.StatusServiceUnavailable, Message: err.Error(), Code: CodeNotReady}
-	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
-}
-
-// maxHeaderBytes bounds the request line and headers. Beyond it a request
-// gets 431 with the JSON error (net/http's own limit, higher, answers in
-// plain text).
-const maxHeaderBytes = 32 << 10
-
-// limitHeaders refuses requests whose URL and headers exceed maxHeaderBytes.
-func limitHeaders(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		r := c.Request()
-		n := len(r.RequestURI)
-		for k, vs := range r.Header {
-			for _, v := range vs {
-				n += len(k) + len(v) + 4
-			}
-		}
-		if n > maxHeaderBytes {
-			return &apiError{Status: http.StatusRequestHeaderFieldsTooLarge, Message: "request headers too large", Code: CodeHeadersTooLarge}
-		}
-		return next(c)
-	}
-}
-
-// recoverPanics turns a handler panic into a JSON 500 and a metric.
-func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
-		defer func() {
-			r := recover()
-			if r == nil {
-				return
-			}
-			if r == http.ErrAbortHandler {
-				panic(r)
-			}
-			s.metrics.panics.Inc()
-			s.log.Error("handler panic", "panic", fmt.Sprint(r), "method", c.Request().Method, "path", c.Path(), "stack", string(debug.Stack()))
-			err = &apiError{Status: http.StatusInternalServerError, Message: "internal error", Code: CodeInternal}
-		}()
-		return next(c)
-	}
 }

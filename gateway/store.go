@@ -122,13 +122,6 @@ func (s *store) report(ctx context.Context, job string, max int) (report json.Ra
 	return json.RawMessage(v), false, nil
 }
 
-// ping checks that Redis answers.
-func (s *store) ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	return s.rdb.Ping(ctx).Err()
-}
-
 // nextID is the smallest ID after id: XRANGE from it excludes id itself on
 // every Redis version (the "(" form needs 6.2).
 func nextID(id protocol.ID) protocol.ID {

@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ssegate/ssegate/pkg/event"
+	"github.com/ssegate/ssegate/pkg/protocol"
+)
+
+// api is the JSON API on Echo: everything but the stream route, which
+// serveStream serves before Echo sees the request.
+func (s *Server) api() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		if !c.Response().Committed {
+			writeError(c.Response(), c.Request(), err)
+		}
+	}
+	// Never reached for GET (see routes); it makes Echo answer other
+	// methods on the stream path with 405.
+	e.GET(streamPrefix+":jobId"+streamSuffix, func(c echo.Context) error {
+		s.serveStream(c.Response(), c.Request(), c.Param("jobId"))
+		return nil
+	})
+	e.GET("/api/reports/:jobId", s.handleSnapshot)
+	e.GET("/healthz", s.handleHealth)
+	e.GET("/readyz", s.handleReady)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})))
+	return e
+}
+
+// snapshotResponse is the JSON of GET /api/reports/:jobId.
+type snapshotResponse struct {
+	JobID       string          `json:"jobId"`
+	Status      event.Status    `json:"status"`
+	Progress    json.RawMessage `json:"progress"`
+	ReportID    *string         `json:"reportId"`
+	Error       json.RawMessage `json:"error"`
+	UpdatedAt   event.Timestamp `json:"updatedAt"`
+	LastEventID string          `json:"lastEventId"`
+	Report      json.RawMessage `json:"report,omitempty"`
+}
+
+// handleSnapshot serves GET /api/reports/:jobId: where a job stands, for
+// clients that poll.
+func (s *Server) handleSnapshot(c echo.Context) error {
+	job := c.Param("jobId")
+	if !protocol.ValidJobID(job) {
+		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
+	}
+	includeReport := false
+	if vs, ok := c.QueryParams()["includeReport"]; ok {
+		b, err := parseBool(vs[0])
+		if err != nil || len(vs) > 1 {
+			return badRequest(CodeInvalidIncludeReport, "includeReport must be true or false")
+		}
+		includeReport = b
+	}
+	ctx := c.Request().Context()
+	st, err := s.store.state(ctx, job)
+	if err != nil {
+		return s.snapshotFailed(c, err)
+	}
+	if st == nil {
+		return &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
+	}
+	resp := snapshotResponse{
+		JobID: job, Status: st.status, UpdatedAt: event.At(st.updatedAt), LastEventID: st.lastID.String(),
+		Progress: rawOrNull(st.progress), Error: json.RawMessage("null"),
+	}
+	switch st.status {
+	case event.StatusFailed:
+		resp.Error = rawOrNull(st.result)
+	case event.StatusCompleted:
+		var rec event.CompleteRecord
+		if err := json.Unmarshal([]byte(st.result), &rec); err == nil {
+			resp.ReportID = &rec.ReportID
+			if includeReport && rec.HasReport {
+				report, _, err := s.store.report(ctx, job, s.cfg.ReportMaxBytes)
+				if err != nil {
+					return s.snapshotFailed(c, err)
+				}
+				resp.Report = report
+			}
+		}
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, resp)
+}
+
+func (s *Server) snapshotFailed(c echo.Context, err error) error {
+	s.metrics.redisErrors.WithLabelValues("snapshot").Inc()
+	s.log.Warn("redis read failed", "op", "snapshot", "err", err)
+	c.Response().Header().Set("Retry-After", retryAfterSeconds(jitter(s.cfg.Retry)))
+	r := refusals[refuseRedis]
+	return &apiError{Status: http.StatusServiceUnavailable, Message: r.msg, Code: r.code}
+}
+
+func rawOrNull(s string) json.RawMessage {
+	if s == "" || !json.Valid([]byte(s)) {
+		return json.RawMessage("null")
+	}
+	return json.RawMessage(s)
+}
+
+// handleHealth serves GET /healthz: the process is alive.
+func (s *Server) handleHealth(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReady serves GET /readyz: the instance is not draining, Redis
+// answered the last check, and every pub/sub connection has delivered its
+// canary lately. It answers from state kept by the broker's background
+// checks, never waiting on Redis, so it takes microseconds, up or down.
+func (s *Server) handleReady(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "no-store")
+	if s.hub.draining.Load() {
+		return &apiError{Status: http.StatusServiceUnavailable, Message: "draining", Code: CodeDraining}
+	}
+	if err := s.hub.healthy(); err != nil {
+		code := CodeNotReady
+		if errors.Is(err, errRedisDown) {
+			code = CodeRedisUnavailable
+		}
+		return &apiError{Status: http.StatusServiceUnavailable, Message: err.Error(), Code: code}
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,485 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssegate/ssegate/pkg/protocol"
+)
+
+// subscribeBatch is the most channels sent in one SUBSCRIBE or UNSUBSCRIBE.
+const subscribeBatch = 512
+
+// redisBroker is the broker on Redis pub/sub: the subscriptions of all jobs
+// share a few pub/sub connections (psConns), each job always on the one
+// connFor picks. A canary message that each connection sends itself through
+// Redis every CanaryInterval proves that it delivers; one that carries
+// nothing, not even the canary, for three intervals is wedged and replaced.
+//
+// Concurrency: see broker. Each psConn's run loop is its connection's only
+// writer of SUBSCRIBE and UNSUBSCRIBE commands, and its reader is the only
+// source of its callbacks.
+type redisBroker struct {
+	rdb            redis.UniversalClient
+	keys           protocol.Keys
+	ev             brokerEvents
+	metrics        *metrics
+	log            *slog.Logger
+	canaryInterval time.Duration
+	timeout        time.Duration
+
+	seed      maphash.Seed
+	conns     []*psConn
+	canaryNow chan struct{} // a connection was just subscribed: prove it now
+	redisErr  atomic.Pointer[error]
+}
+
+var _ broker = (*redisBroker)(nil)
+
+func newRedisBroker(rdb redis.UniversalClient, cfg Config, keys protocol.Keys, ev brokerEvents, m *metrics, instance string) *redisBroker {
+	b := &redisBroker{
+		rdb: rdb, keys: keys, ev: ev, metrics: m, log: cfg.Logger,
+		canaryInterval: cfg.CanaryInterval, timeout: cfg.RedisTimeout,
+		seed: maphash.MakeSeed(), canaryNow: make(chan struct{}, 1),
+	}
+	for i := range cfg.PubSubConns {
+		b.conns = append(b.conns, &psConn{
+			b: b, index: i, canary: keys.Canary(instance + ":" + strconv.Itoa(i)),
+			subs: map[string]*channelSub{}, dirty: map[*channelSub]struct{}{}, wake: make(chan struct{}, 1),
+		})
+	}
+	notYet := fmt.Errorf("%w: not checked yet", errRedisDown)
+	b.redisErr.Store(&notYet)
+	rdb.AddHook(oneDialHook{})
+	return b
+}
+
+// connFor is the connection a job's subscription rides on. It is the one
+// place that decides it (Redis Cluster's sharded pub/sub will pick by slot).
+func (b *redisBroker) connFor(job string) *psConn {
+	return b.conns[maphash.String(b.seed, job)%uint64(len(b.conns))]
+}
+
+func (b *redisBroker) subscribe(job string)   { b.connFor(job).want(job, b.keys.Live(job), true) }
+func (b *redisBroker) unsubscribe(job string) { b.connFor(job).want(job, b.keys.Live(job), false) }
+
+func (b *redisBroker) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, c := range b.conns {
+		wg.Go(func() { c.run(ctx) })
+	}
+	wg.Go(func() { b.canaryLoop(ctx) })
+	wg.Wait()
+}
+
+// healthy reports, from the state of the last canary round and of each
+// connection, why live events may not be flowing.
+func (b *redisBroker) healthy() error {
+	if err := *b.redisErr.Load(); err != nil {
+		return err
+	}
+	for _, c := range b.conns {
+		if err := c.healthy(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// canaryLoop proves, every interval, that each pub/sub connection delivers:
+// it publishes to a channel that only that connection listens to. The same
+// round trip (with a PING when no connection is up) tells whether Redis
+// answers at all, for healthy.
+func (b *redisBroker) canaryLoop(ctx context.Context) {
+	t := time.NewTicker(b.canaryInterval)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, b.timeout)
+		pipe := b.rdb.Pipeline()
+		pipe.Ping(cctx)
+		for _, c := range b.conns {
+			if c.connected.Load() {
+				pipe.Publish(cctx, c.canary, "canary")
+			}
+		}
+		_, err := pipe.Exec(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			b.metrics.redisErrors.WithLabelValues("canary").Inc()
+			b.log.Debug("canary publish failed", "err", err)
+			err = fmt.Errorf("%w: %w", errRedisDown, err)
+		}
+		b.redisErr.Store(&err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-b.canaryNow:
+		}
+	}
+}
+
+type subState uint8
+
+const (
+	stateIdle          subState = iota // not subscribed on the current connection
+	stateSubscribing                   // SUBSCRIBE sent, confirmation pending
+	stateLive                          // confirmed: messages flow
+	stateUnsubscribing                 // UNSUBSCRIBE sent, confirmation pending
+)
+
+// A channelSub is one job's channel on a psConn.
+type channelSub struct {
+	job, channel string
+	wanted       bool     // the hub wants it subscribed
+	state        subState // on the connection's current Redis connection
+}
+
+// A psConn is one pub/sub connection and the channels that ride on it. Each
+// job has at most one SUBSCRIBE or UNSUBSCRIBE in flight, so every
+// confirmation matches exactly one expected change of state. Each Redis
+// connection is used once: when it fails it is closed, and a new one
+// subscribes every wanted channel again (go-redis's own reconnect, which
+// would subscribe them a second time, is refused by oneDialHook).
+type psConn struct {
+	b      *redisBroker
+	index  int
+	canary string
+
+	mu    sync.Mutex // guards subs and dirty
+	subs  map[string]*channelSub
+	dirty map[*channelSub]struct{}
+	wake  chan struct{} // holds a token while dirty may be non-empty
+
+	connected     atomic.Bool
+	everConnected atomic.Bool
+	lastCanary    atomic.Int64 // UnixNano of the last proof of delivery
+}
+
+// want records whether the hub wants job subscribed, for the run loop to
+// act on.
+func (c *psConn) want(job, channel string, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.subs[channel]
+	if s == nil {
+		if !on {
+			return
+		}
+		s = &channelSub{job: job, channel: channel}
+		c.subs[channel] = s
+	}
+	s.wanted = on
+	c.markDirtyLocked(s)
+}
+
+func (c *psConn) markDirtyLocked(s *channelSub) {
+	c.dirty[s] = struct{}{}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// healthy reports why the connection cannot deliver, or nil.
+func (c *psConn) healthy() error {
+	if !c.connected.Load() {
+		return fmt.Errorf("pub/sub connection %d is down", c.index)
+	}
+	if age := time.Since(time.Unix(0, c.lastCanary.Load())); age > 3*c.b.canaryInterval {
+		return fmt.Errorf("pub/sub connection %d delivered no canary for %v", c.index, age.Round(time.Millisecond))
+	}
+	return nil
+}
+
+// run keeps a pub/sub connection up until ctx ends.
+func (c *psConn) run(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	for {
+		err := c.serve(ctx)
+		c.connected.Store(false)
+		c.lost()
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errServed) {
+			backoff = 50 * time.Millisecond // it worked for a while: retry at once
+		}
+		c.b.metrics.redisErrors.WithLabelValues("pubsub").Inc()
+		c.b.log.Warn("pub/sub connection lost; reconnecting", "conn", c.index, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// errRedisDown wraps the error of the last canary round that failed.
+var errRedisDown = errors.New("redis")
+
+// errServed wraps the error that ended a connection that had been working.
+var errServed = errors.New("connection was up")
+
+// serve uses one Redis connection until it fails or ctx ends; it always
+// closes it. Every call on it carries a context that lets it dial once.
+func (c *psConn) serve(ctx context.Context) error {
+	ctx = withOneDial(ctx)
+	ps := c.b.rdb.Subscribe(ctx)
+	dead := make(chan error, 1)
+	done := make(chan struct{})
+	defer func() {
+		_ = ps.Close()
+		<-done
+	}()
+	// The first SUBSCRIBE (which dials) carries the canary and the first
+	// batch of channels; the reader starts once the connection exists.
+	if err := c.reconcile(ctx, ps, true); err != nil {
+		close(done)
+		return err
+	}
+	go func() {
+		defer close(done)
+		dead <- c.read(ctx, ps)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-dead:
+			if c.connected.Load() {
+				return fmt.Errorf("%w: %w", errServed, err)
+			}
+			return err
+		case <-c.wake:
+			if err := c.reconcile(ctx, ps, false); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// reconcile sends the SUBSCRIBE and UNSUBSCRIBE commands that bring the
+// connection in line with what the hub wants, and confirms again the
+// channels the hub asked for while they were still subscribed. first adds
+// the connection's canary to the first SUBSCRIBE.
+func (c *psConn) reconcile(ctx context.Context, ps *redis.PubSub, first bool) error {
+	var sub, unsub, confirm []string
+	if first {
+		sub = append(sub, c.canary)
+	}
+	c.mu.Lock()
+	for s := range c.dirty {
+		switch {
+		case s.wanted && s.state == stateIdle:
+			s.state = stateSubscribing
+			sub = append(sub, s.channel)
+		case s.wanted && s.state == stateLive:
+			confirm = append(confirm, s.job)
+		case !s.wanted && s.state == stateLive:
+			s.state = stateUnsubscribing
+			unsub = append(unsub, s.channel)
+		case !s.wanted && s.state == stateIdle:
+			delete(c.subs, s.channel)
+		}
+	}
+	clear(c.dirty)
+	c.mu.Unlock()
+	for _, job := range confirm {
+		c.b.ev.confirmed(job)
+	}
+
+	for len(sub) > 0 || len(unsub) > 0 {
+		n := min(len(sub), subscribeBatch)
+		m := min(len(unsub), subscribeBatch)
+		cctx, cancel := context.WithTimeout(ctx, c.b.timeout)
+		var err error
+		if n > 0 {
+			err = ps.Subscribe(cctx, sub[:n]...)
+		}
+		if err == nil && m > 0 {
+			err = ps.Unsubscribe(cctx, unsub[:m]...)
+		}
+		cancel()
+		if err != nil {
+			return fmt.Errorf("subscribe: %w", err)
+		}
+		sub, unsub = sub[n:], unsub[m:]
+	}
+	return nil
+}
+
+// read receives from the connection until it fails. A connection that
+// carries nothing, not even the canary, for three intervals is wedged.
+func (c *psConn) read(ctx context.Context, ps *redis.PubSub) error {
+	timeout := 3 * c.b.canaryInterval
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, timeout)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return fmt.Errorf("nothing received for %v, not even the canary: %w", timeout, err)
+			}
+			return err
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			c.deliver(m)
+		case *redis.Subscription:
+			if err := c.confirmed(m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *psConn) deliver(m *redis.Message) {
+	if m.Channel == c.canary {
+		c.lastCanary.Store(time.Now().UnixNano())
+		return
+	}
+	c.mu.Lock()
+	s := c.subs[m.Channel]
+	live := s != nil && s.wanted && s.state == stateLive
+	c.mu.Unlock()
+	if live {
+		c.b.ev.delivered(s.job, m.Payload)
+	}
+}
+
+// confirmed applies a subscribe or unsubscribe confirmation. One that no
+// channel expects means the connection is not in the state we think: it is
+// dropped.
+func (c *psConn) confirmed(m *redis.Subscription) error {
+	if m.Channel == c.canary {
+		if m.Kind == "subscribe" {
+			// Subscribed, but not yet proven to deliver: only a canary
+			// message counts as that, so ask for one now.
+			c.connected.Store(true)
+			if c.everConnected.Swap(true) {
+				c.b.metrics.redisReconnects.Inc()
+			}
+			select {
+			case c.b.canaryNow <- struct{}{}:
+			default:
+			}
+		}
+		return nil
+	}
+	c.mu.Lock()
+	s := c.subs[m.Channel]
+	confirm := false
+	switch m.Kind {
+	case "subscribe":
+		if s == nil || s.state != stateSubscribing {
+			c.mu.Unlock()
+			return fmt.Errorf("unexpected subscribe confirmation for %q", m.Channel)
+		}
+		s.state = stateLive
+		if s.wanted {
+			confirm = true
+		} else {
+			c.markDirtyLocked(s)
+		}
+	case "unsubscribe":
+		if s == nil || s.state != stateUnsubscribing {
+			c.mu.Unlock()
+			return fmt.Errorf("unexpected unsubscribe confirmation for %q", m.Channel)
+		}
+		s.state = stateIdle
+		if s.wanted {
+			c.markDirtyLocked(s) // wanted again meanwhile: subscribe again
+		} else {
+			delete(c.subs, m.Channel)
+		}
+	}
+	c.mu.Unlock()
+	if confirm {
+		c.b.ev.confirmed(s.job)
+	}
+	return nil
+}
+
+// lost marks every channel of a failed connection for a new subscription
+// and tells the hub which live subscriptions it lost.
+func (c *psConn) lost() {
+	var lost []string
+	c.mu.Lock()
+	for ch, s := range c.subs {
+		if s.state == stateLive && s.wanted {
+			lost = append(lost, s.job)
+		}
+		s.state = stateIdle
+		if !s.wanted {
+			delete(c.subs, ch)
+			delete(c.dirty, s)
+			continue
+		}
+		c.dirty[s] = struct{}{}
+	}
+	c.mu.Unlock()
+	for _, job := range lost {
+		c.b.ev.lost(job)
+	}
+}
+
+// oneDialHook lets a pub/sub connection dial Redis once. go-redis's PubSub
+// reconnects by itself when a read fails and subscribes all its channels
+// again on the new connection; the psConn then replaces the PubSub and
+// subscribes them once more. The hook refuses that second dial, so each
+// channel is subscribed once per reconnect, by the psConn (which Redis
+// Cluster's sharded pub/sub needs: one slot per SSUBSCRIBE). Dials without
+// a dialGate in their context (every other use of the client) pass.
+type oneDialHook struct{}
+
+// A dialGate lets one dial through. A client shared by several gateways
+// carries one oneDialHook per gateway; passing lets the dial that the
+// outermost of them admitted through the others. A PubSub dials under its
+// own lock, so one gate never sees two dials at once.
+type dialGate struct {
+	used, passing atomic.Bool
+}
+
+type dialGateKey struct{}
+
+var errRedialRefused = errors.New("gateway: pub/sub connection is replaced, not redialled")
+
+// withOneDial returns ctx with a dialGate for oneDialHook.
+func withOneDial(ctx context.Context) context.Context {
+	return context.WithValue(ctx, dialGateKey{}, new(dialGate))
+}
+
+func (oneDialHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		g, ok := ctx.Value(dialGateKey{}).(*dialGate)
+		if !ok || g.passing.Load() {
+			return next(ctx, network, addr)
+		}
+		if g.used.Swap(true) {
+			return nil, errRedialRefused
+		}
+		g.passing.Store(true)
+		defer g.passing.Store(false)
+		return next(ctx, network, addr)
+	}
+}
+
+func (oneDialHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (oneDialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}

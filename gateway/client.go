@@ -1,0 +1,104 @@
+package gateway
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ssegate/ssegate/pkg/protocol"
+)
+
+// A client is one open stream as the hub sees it: a bounded queue of
+// frames that the hub fills and the stream's writer empties, and the kick
+// that ends the stream.
+//
+// Concurrency: push, take, reuse and kick are safe for concurrent use (the
+// hub pushes and kicks, the stream's drain takes). The position fields are
+// guarded by the mutex of the client's jobSub. kickReason and kickRetry are
+// written once, before kicked is closed, and read only after it is.
+type client struct {
+	includeReport bool
+	limit         int // most frames queued before the client is cut as slow
+
+	qmu   sync.Mutex // guards queue
+	queue []*frame   // frames to write, oldest first; keeps its capacity between drains
+
+	kicked     chan struct{} // closed when the hub ends the stream
+	kickOnce   sync.Once
+	kickReason string        // set before kicked is closed
+	kickRetry  time.Duration // retry hint to send on the way out; 0 for none
+	// notify, once set, is called after a frame is queued or the client is
+	// kicked: it wakes the stream's writer (see stream). It never blocks.
+	notify atomic.Pointer[func()]
+
+	// Guarded by the jobSub's mu.
+	idx    int         // in jobSub.clients
+	known  bool        // the handler has reported where the stream stands
+	base   protocol.ID // where the snapshot or replay left the stream
+	queued protocol.ID // newest frame put in the queue
+}
+
+func newClient(buffer int, includeReport bool) *client {
+	return &client{limit: buffer, includeReport: includeReport, kicked: make(chan struct{})}
+}
+
+// push queues f and wakes the stream. It never blocks; it reports false,
+// queueing nothing, when the queue is full.
+func (c *client) push(f *frame) bool {
+	c.qmu.Lock()
+	if len(c.queue) >= c.limit {
+		c.qmu.Unlock()
+		return false
+	}
+	c.queue = append(c.queue, f)
+	c.qmu.Unlock()
+	if n := c.notify.Load(); n != nil {
+		(*n)()
+	}
+	return true
+}
+
+// take returns the queued frames, oldest first, and empties the queue.
+// Give the slice back with reuse once done with it.
+func (c *client) take() []*frame {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	q := c.queue
+	c.queue = nil
+	return q
+}
+
+// reuse hands a slice from take back, so that the next frames need no new
+// allocation.
+func (c *client) reuse(q []*frame) {
+	clear(q)
+	c.qmu.Lock()
+	if c.queue == nil {
+		c.queue = q[:0]
+	}
+	c.qmu.Unlock()
+}
+
+// kick ends the client's stream. The first reason wins; it reports whether
+// this call was the first.
+func (c *client) kick(reason string, retry time.Duration) bool {
+	first := false
+	c.kickOnce.Do(func() {
+		c.kickReason, c.kickRetry = reason, retry
+		close(c.kicked)
+		first = true
+	})
+	if n := c.notify.Load(); first && n != nil {
+		(*n)()
+	}
+	return first
+}
+
+// pos is the newest event the client has or has queued. Guarded by the
+// jobSub's mu.
+func (c *client) pos() protocol.ID {
+	if c.queued.Less(c.base) {
+		return c.base
+	}
+	return c.queued
+}

@@ -1,0 +1,72 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/ssegate/ssegate/pkg/event"
+	"github.com/ssegate/ssegate/pkg/protocol"
+)
+
+// Reasons a stream is refused as transient: the label of
+// ssegate_refused_streams_total, and the comment of a retry-only stream.
+const (
+	refuseDraining = "draining"
+	refuseFull     = "connection_limit"
+	refuseJobFull  = "job_connection_limit"
+	refuseRedis    = "redis_unavailable"
+)
+
+var refusals = map[string]struct{ code, msg string }{
+	refuseDraining: {CodeDraining, "this instance is shutting down; reconnect"},
+	refuseFull:     {CodeTooManyConnections, "this instance has too many open streams; reconnect later"},
+	refuseJobFull:  {CodeTooManyJobClients, "this job has too many open streams on this instance; reconnect later"},
+	refuseRedis:    {CodeRedisUnavailable, "Redis is unavailable; reconnect later"},
+}
+
+// refuse turns a stream away for a transient reason. An EventSource gives up
+// for good on any non-200 answer, so a client that accepts
+// text/event-stream gets a 200 stream carrying only a jittered retry hint
+// and a comment naming the reason, and comes back later (perhaps to another
+// instance). Other clients get 503 JSON with Retry-After.
+func (sr *streamRequest) refuse(reason string) error {
+	s := sr.s
+	s.metrics.refusals.WithLabelValues(reason).Inc()
+	r := refusals[reason]
+	retry := jitter(s.cfg.Retry)
+	sr.answered(answerRefused)
+	if acceptsEventStream(sr.r) {
+		setStreamHeaders(sr.w.Header())
+		sr.w.WriteHeader(http.StatusOK)
+		m := event.Message{Retry: retry, Comment: reason + ": " + r.msg}
+		if id, err := protocol.ParseID(sr.r.Header.Get("Last-Event-ID")); err == nil {
+			m.ID = id.String() // keep the client's resume point (see open)
+		}
+		if b, err := m.Bytes(); err == nil {
+			_, _ = sr.w.Write(b)
+			_ = http.NewResponseController(sr.w).Flush()
+		}
+		return nil
+	}
+	sr.w.Header().Set("Retry-After", retryAfterSeconds(retry))
+	return &apiError{Status: http.StatusServiceUnavailable, Message: r.msg, Code: r.code}
+}
+
+// redisFailed counts a failed Redis read and refuses the stream as transient.
+func (sr *streamRequest) redisFailed(op string, err error) error {
+	if sr.r.Context().Err() != nil {
+		return nil // the client left; the read was cancelled with it
+	}
+	sr.s.metrics.redisErrors.WithLabelValues(op).Inc()
+	sr.s.log.Warn("redis read failed", "op", op, "err", err)
+	return sr.refuse(refuseRedis)
+}
+
+func acceptsEventStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		if strings.Contains(strings.ToLower(v), "text/event-stream") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssegate/ssegate/pkg/event"
+	"github.com/ssegate/ssegate/pkg/protocol"
+)
+
+// openStream is a stream of a running job whose answer is decided: what it
+// writes first, and where it stands in the hub.
+type openStream struct {
+	job     string
+	q       streamQuery
+	cl      *client
+	js      *jobSub
+	st      *jobState
+	history []historyEntry // the first page after the resume point
+	found   bool           // the resume point is in the retained history
+}
+
+// begin writes the replay or the snapshot and tells the hub where the
+// stream stands; live events follow (see stream). A reason means the
+// stream is over already (the replay reached the terminal event, or a
+// write failed); "" that it goes on.
+func (s *Server) begin(ctx context.Context, w *writer, o *openStream) (reason string) {
+	switch {
+	case o.q.resume && o.found:
+		// Exactly the events after the client's, from the stream.
+		w.last = o.q.lastID
+		if done, reason := s.replay(ctx, w, o.job, o.q, o.history); done {
+			return reason
+		}
+	case o.q.resume:
+		w.raw(s.resetEvent(o.job), event.TypeReset)
+		s.snapshot(w, o.job, o.st)
+	default:
+		s.snapshot(w, o.job, o.st)
+	}
+	if err := w.flush(); err != nil {
+		return w.failed(o.cl, err)
+	}
+	s.hub.started(o.js, o.cl, w.last)
+	o.history, o.st = nil, nil // not needed any more
+	return ""
+}
+
+// historyEntry is a stream entry turned into a frame (or the error that
+// made it unreadable).
+type historyEntry struct {
+	f   *frame
+	err error
+}
+
+func (s *Server) history(job string, entries []redis.XMessage) []historyEntry {
+	out := make([]historyEntry, 0, len(entries))
+	for _, e := range entries {
+		id, typ, data, err := entryFields(e)
+		var f *frame
+		if err == nil {
+			f, err = s.enc.frame(job, id, typ, data, false)
+		}
+		out = append(out, historyEntry{f, err})
+	}
+	return out
+}
+
+// replay writes the stream entries after the client's Last-Event-ID, page
+// by page. It reports whether the stream is over (the terminal event was
+// written, or writing failed) and why.
+func (s *Server) replay(ctx context.Context, w *writer, job string, q streamQuery, page []historyEntry) (bool, string) {
+	for {
+		for _, h := range page {
+			if h.err != nil {
+				s.log.Warn("skipping unreadable stream entry", "job", job, "err", h.err)
+				continue
+			}
+			terminal, err := w.frame(h.f, q.includeReport, true)
+			if err != nil {
+				return true, w.failed(nil, err)
+			}
+			if terminal {
+				if err := w.flush(); err != nil {
+					return true, reasonClientGone
+				}
+				return true, reasonFinished
+			}
+		}
+		if len(page) < replayPage {
+			return false, ""
+		}
+		if err := w.flush(); err != nil {
+			return true, reasonClientGone
+		}
+		entries, err := s.store.page(ctx, job, w.last, replayPage)
+		if err != nil {
+			s.metrics.redisErrors.WithLabelValues("replay").Inc()
+			return true, reasonRedis // the client resumes from what it got
+		}
+		page = s.history(job, entries)
+	}
+}
+
+// snapshot writes where a running job stands: its status, then its latest
+// progress; the last of them carries the job's last event ID, so a resume
+// from it is exact.
+func (s *Server) snapshot(w *writer, job string, st *jobState) {
+	status, _ := json.Marshal(event.StatusEvent{
+		Type: event.TypeStatus, JobID: job, Status: st.status, Timestamp: event.At(st.updatedAt),
+	})
+	statusID := st.lastID
+	if st.progress != "" {
+		statusID = protocol.ID{}
+	}
+	if b, err := encode(statusID, event.TypeStatus, status); err == nil {
+		w.raw(b, event.TypeStatus)
+	}
+	if st.progress != "" {
+		if b, err := encode(st.lastID, event.TypeProgress, []byte(st.progress)); err == nil {
+			w.raw(b, event.TypeProgress)
+		}
+	}
+	w.last = st.lastID
+}
+
+// result writes the terminal event of a finished job, with its ID.
+func (s *Server) result(w *writer, job string, q streamQuery, st *jobState) error {
+	typ := event.TypeComplete
+	if st.status == event.StatusFailed {
+		typ = event.TypeError
+	}
+	f, err := s.enc.frame(job, st.lastID, typ, st.result, false)
+	if err != nil {
+		return err
+	}
+	w.last = protocol.ID{}
+	_, err = w.frame(f, q.includeReport, false)
+	return err
+}
+
+func (s *Server) resetEvent(job string) []byte {
+	b, _ := encodeJSON(protocol.ID{}, event.NewReset(job, event.ResetHistoryTrimmed, time.Now()))
+	return b
+}

@@ -1,0 +1,360 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ssegate/ssegate/pkg/event"
+	"github.com/ssegate/ssegate/pkg/protocol"
+)
+
+// A streamRequest is one request to GET /api/reports/{jobId}/stream. It
+// counts how it was answered (ssegate_stream_requests_total), once.
+type streamRequest struct {
+	s      *Server
+	w      http.ResponseWriter
+	r      *http.Request
+	job    string
+	q      streamQuery
+	remote string
+	answer string
+}
+
+// serveStream serves the stream route.
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, job string) {
+	sr := &streamRequest{s: s, w: w, r: r, job: job, remote: remoteHost(r)}
+	err := sr.serve()
+	var ae *apiError
+	switch {
+	case sr.answer != "":
+	case errors.As(err, &ae) && ae.Status == http.StatusBadRequest:
+		sr.answered(answerBadRequest)
+	case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
+		sr.answered(answerNotFound)
+	case err == nil:
+		sr.answered(answerGone)
+	}
+	if err != nil {
+		writeError(w, r, err)
+	}
+}
+
+// answered counts how the request was answered, once.
+func (sr *streamRequest) answered(a string) {
+	if sr.answer == "" {
+		sr.answer = a
+		sr.s.metrics.requests.WithLabelValues(a).Inc()
+	}
+}
+
+// An admission is what an admitted stream holds until it ends: its slot
+// under MaxConnections, its place in the shutdown registry (Server.streams),
+// and, as it gets them, its client in the hub, its open response and its
+// taken-over connection. end releases all of it once, whoever calls it
+// first: the handler (on its way out, panics included) or, once the handler
+// has handed the stream off, the stream's last drain.
+type admission struct {
+	s       *Server
+	job     string
+	remote  string
+	cl      *client
+	js      *jobSub   // set once joined
+	w       *writer   // set once the stream is open
+	sink    *connSink // set once taken over
+	unwatch func()    // stops the close watch of sink
+	once    sync.Once
+}
+
+func (a *admission) end(reason string) {
+	a.once.Do(func() {
+		if a.unwatch != nil {
+			a.unwatch()
+		}
+		if a.sink != nil {
+			a.sink.end()
+			a.s.track(a.sink, false)
+		}
+		if a.w != nil {
+			a.s.closed(a.job, a.remote, a.w, reason)
+		}
+		if a.js != nil {
+			a.s.hub.leave(a.js, a.cl)
+		}
+		a.s.active.Add(-1)
+		a.s.streams.Done()
+	})
+}
+
+func (sr *streamRequest) serve() error {
+	s, r := sr.s, sr.r
+	if !protocol.ValidJobID(sr.job) {
+		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
+	}
+	q, aerr := parseStreamQuery(r.URL.Query(), r.Header.Get("Last-Event-ID"), s.cfg.DefaultTimeout, s.cfg.MaxTimeout)
+	if aerr != nil {
+		return aerr
+	}
+	sr.q = q
+	if s.hub.draining.Load() {
+		return sr.refuse(refuseDraining)
+	}
+	if !s.admit() {
+		return sr.refuse(refuseFull)
+	}
+	// From here on the stream counts; whatever it holds is released by
+	// a.end, here or, once handed off, by the stream's own end.
+	a := &admission{s: s, job: strings.Clone(sr.job), remote: strings.Clone(sr.remote)}
+	handedOff := false
+	reason := reasonClientGone
+	defer func() {
+		if p := recover(); p != nil {
+			a.end(reasonPanic)
+			panic(p)
+		}
+		if !handedOff {
+			a.end(reason)
+		}
+	}()
+	ctx := r.Context()
+
+	// A first look without subscribing: unknown and finished jobs are
+	// answered from the state alone. A job this instance is subscribed to
+	// already was running a moment ago; the read after joining decides.
+	if !s.hub.live(sr.job) {
+		if _, answered, err := sr.lookUp(); answered {
+			return err
+		}
+	}
+
+	// A running job: attach to its live events first, then read where it
+	// stands, so nothing published in between is missed.
+	a.cl = newClient(s.cfg.ClientBuffer, q.includeReport)
+	js, err := s.hub.join(ctx, sr.job, a.cl)
+	switch {
+	case errors.Is(err, errDraining):
+		return sr.refuse(refuseDraining)
+	case errors.Is(err, errJobFull):
+		return sr.refuse(refuseJobFull)
+	case errors.Is(err, errNotReady):
+		return sr.refuse(refuseRedis)
+	case err != nil:
+		return nil // the client left while waiting
+	}
+	a.js = js
+
+	st, answered, err := sr.lookUp()
+	if answered {
+		return err
+	}
+	o := &openStream{job: a.job, q: q, cl: a.cl, js: js, st: st}
+	if q.resume {
+		entries, ok, err := s.store.after(ctx, sr.job, q.lastID)
+		if err != nil {
+			return sr.redisFailed("replay", err)
+		}
+		o.history, o.found = s.history(sr.job, entries), ok
+	}
+
+	a.w, a.sink = sr.open(true)
+	if a.sink == nil {
+		reason = s.begin(ctx, a.w, o)
+		if reason == "" {
+			reason = a.w.loop(ctx, a.cl, s.cfg.Heartbeat, q.timeout)
+		}
+		return nil
+	}
+	s.track(a.sink, true)
+	a.unwatch = s.watchPeer(a.sink.conn, func() { a.cl.kick(reasonClientGone, 0) })
+	if s.hookTakenOver != nil {
+		s.hookTakenOver()
+	}
+	// The request's context ends when this handler returns: the stream is
+	// ended by the close watcher, the hub (which kicks every client when
+	// it stops) or its own timer instead.
+	ctx = context.Background()
+	if reason = s.begin(ctx, a.w, o); reason != "" {
+		return nil
+	}
+	// The replay or snapshot is written; from now on the stream holds no
+	// goroutine of its own while it waits (see stream).
+	handedOff = true
+	newStream(a.w, a.cl, s.cfg.Heartbeat, q.timeout, a.end).start(ctx)
+	return nil
+}
+
+// lookUp reads where the job stands and answers the request when that alone
+// decides it: Redis failing (transient), an unknown job (404), a finished
+// one (its result, or 204). answered reports that it did; err is then the
+// handler's result.
+func (sr *streamRequest) lookUp() (st *jobState, answered bool, err error) {
+	st, err = sr.s.store.state(sr.r.Context(), sr.job)
+	switch {
+	case err != nil:
+		return nil, true, sr.redisFailed("state", err)
+	case st == nil:
+		return nil, true, &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
+	case st.status.Terminal():
+		return nil, true, sr.finished(st)
+	}
+	return st, false, nil
+}
+
+// finished answers a stream request for a completed or failed job: 204 to
+// a client that already has the terminal event (an EventSource stops
+// reconnecting on it), else what the client misses, then close.
+func (sr *streamRequest) finished(st *jobState) error {
+	s, q, job := sr.s, sr.q, sr.job
+	if q.resume && q.lastID == st.lastID {
+		s.log.Debug("stream request after the terminal event: 204", "job", job, "remote", sr.remote)
+		sr.answered(answerNoContent)
+		sr.w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	ctx := sr.r.Context()
+	var history []historyEntry
+	found := false
+	if q.resume {
+		entries, ok, err := s.store.after(ctx, job, q.lastID)
+		if err != nil {
+			return sr.redisFailed("replay", err)
+		}
+		history, found = s.history(job, entries), ok
+	}
+	w, _ := sr.open(false)
+	reason := reasonFinished
+	defer func() { s.closed(job, sr.remote, w, reason) }()
+	if q.resume && found {
+		w.last = q.lastID
+		if done, r := s.replay(ctx, w, job, q, history); done {
+			reason = r
+			return nil
+		}
+		// The stream ended before its terminal event: only if it expired
+		// while we read. Fall through to the result.
+	} else if q.resume {
+		w.raw(s.resetEvent(job), event.TypeReset)
+	}
+	if err := s.result(w, job, q, st); err != nil {
+		reason = w.failed(nil, err)
+		return nil
+	}
+	if err := w.flush(); err != nil {
+		reason = reasonClientGone
+	}
+	return nil
+}
+
+// open starts a 200 event stream: headers, then the retry hint, flushed at
+// once so the client knows the stream is up. With mayTakeOver, an HTTP/1.x
+// connection is taken over from net/http (see conn.go) and its sink is
+// returned: the stream then runs without this handler (see stream).
+func (sr *streamRequest) open(mayTakeOver bool) (*writer, *connSink) {
+	s, q := sr.s, sr.q
+	h := sr.w.Header()
+	setStreamHeaders(h)
+	w := &writer{writeTimeout: s.cfg.WriteTimeout, metrics: s.metrics}
+	var sink *connSink
+	var err error
+	if mayTakeOver && !s.cfg.NoTakeOver {
+		sink, err = takeOver(sr.w, sr.r, h, http.StatusOK)
+	}
+	switch {
+	case err != nil:
+		// Taken over, then lost while writing the head: the stream ends
+		// at its first write, as for any client gone.
+		w.out = failedSink{err}
+	case sink != nil:
+		w.out = sink
+	default:
+		sr.w.WriteHeader(http.StatusOK)
+		w.out = newResponseSink(sr.w)
+	}
+	if q.resume {
+		// Repeat the resume point: a parser that starts each connection
+		// with an empty ID would otherwise forget it at the first blank
+		// line, and resume from nothing next time.
+		hint, _ := (&event.Message{Retry: s.cfg.Retry, ID: q.lastID.String()}).Bytes()
+		w.write(hint)
+	} else {
+		w.write(s.retryHint)
+	}
+	_ = w.flush()
+	sr.answered(answerStream)
+	s.metrics.opened.Inc()
+	s.metrics.connections.Inc()
+	s.log.Debug("stream opened", "job", sr.job, "remote", sr.remote, "resume", q.resume, "last_event_id", lastIDAttr(q), "taken_over", sink != nil)
+	return w, sink
+}
+
+func (s *Server) closed(job, remote string, w *writer, reason string) {
+	s.metrics.connections.Dec()
+	s.metrics.closed.WithLabelValues(reason).Inc()
+	if w.err != nil {
+		s.log.Debug("stream closed", "job", job, "remote", remote, "reason", reason, "events", w.sent, "err", w.err)
+		return
+	}
+	s.log.Debug("stream closed", "job", job, "remote", remote, "reason", reason, "events", w.sent)
+}
+
+func lastIDAttr(q streamQuery) string {
+	if !q.resume {
+		return ""
+	}
+	return q.lastID.String()
+}
+
+// setStreamHeaders sets the headers of every event stream response. The
+// Connection header is left to whoever ends the response: net/http, or
+// takeOver, which closes the connection at the end and says so.
+func setStreamHeaders(h http.Header) {
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+}
+
+// admit reserves a slot under MaxConnections and a place in the shutdown
+// registry; admission.end gives both back.
+func (s *Server) admit() bool {
+	n := s.active.Add(1)
+	if s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
+		s.active.Add(-1)
+		return false
+	}
+	s.streams.Add(1)
+	return true
+}
+
+// remoteHost is the client's address as the connection shows it.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// failedSink is the sink of a connection lost before the stream began.
+type failedSink struct{ err error }
+
+func (f failedSink) Write([]byte) (int, error)        { return 0, f.err }
+func (f failedSink) Flush() error                     { return f.err }
+func (f failedSink) SetWriteDeadline(time.Time) error { return nil }
+
+// responseSink writes a stream through net/http's ResponseWriter.
+type responseSink struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func newResponseSink(w http.ResponseWriter) responseSink {
+	return responseSink{w: w, rc: http.NewResponseController(w)}
+}
+
+func (s responseSink) Write(b []byte) (int, error)        { return s.w.Write(b) }
+func (s responseSink) Flush() error                       { return s.rc.Flush() }
+func (s responseSink) SetWriteDeadline(t time.Time) error { return s.rc.SetWriteDeadline(t) }
