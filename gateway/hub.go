@@ -48,6 +48,7 @@ type Hub struct {
 	jobs map[string]*jobSub
 
 	draining atomic.Bool
+	drained  chan struct{} // closed when the drain begins
 	running  atomic.Bool
 
 	refills refillQueue
@@ -82,7 +83,7 @@ func newHub(cfg Config, hist history, enc *encoder, m *metrics) *Hub {
 		hist: hist, enc: enc, metrics: m, log: cfg.Logger,
 		maxPerJob: cfg.MaxConnectionsPerJob, clientBuffer: cfg.ClientBuffer, joinTimeout: cfg.JoinTimeout,
 		linger: cfg.Linger, retry: cfg.Retry,
-		jobs: map[string]*jobSub{}, ctx: context.Background(),
+		jobs: map[string]*jobSub{}, drained: make(chan struct{}), ctx: context.Background(),
 	}
 }
 
@@ -115,10 +116,13 @@ func (h *Hub) run(ctx context.Context) {
 // subscription is confirmed, so that whatever the caller reads from Redis
 // afterwards cannot miss an event: attach first, read second.
 func (h *Hub) join(ctx context.Context, job string, c *client) (*jobSub, error) {
+	h.mu.Lock()
+	// Checked under the lock that drain sets it under: a client registered
+	// now is either listed by drain or sees draining.
 	if h.draining.Load() {
+		h.mu.Unlock()
 		return nil, errDraining
 	}
-	h.mu.Lock()
 	js := h.jobs[job]
 	if js == nil {
 		js = &jobSub{job: job, ready: make(chan struct{})}
@@ -146,6 +150,9 @@ func (h *Hub) join(ctx context.Context, job string, c *client) (*jobSub, error) 
 	select {
 	case <-ready:
 		return js, nil
+	case <-h.drained: // nothing written yet: refused at once
+		h.leave(js, c)
+		return nil, errDraining
 	case <-ctx.Done():
 		h.leave(js, c)
 		return nil, ctx.Err()
@@ -327,7 +334,11 @@ func (h *Hub) clients() []*client {
 // spread over grace, each told a jittered retry, so that clients reconnect
 // to other instances without arriving all at once.
 func (h *Hub) drain(ctx context.Context, grace time.Duration) {
-	h.draining.Store(true)
+	h.mu.Lock()
+	if !h.draining.Swap(true) { // under the lock: see join
+		close(h.drained)
+	}
+	h.mu.Unlock()
 	all := h.clients()
 	rand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
 	waves := min(10, len(all))
