@@ -54,7 +54,6 @@ type options struct {
 	retention      time.Duration
 	staleTTL       time.Duration
 	reportMaxBytes int
-	sharded        bool
 	now            func() time.Time
 }
 
@@ -80,10 +79,6 @@ func WithStaleTTL(d time.Duration) Option { return func(o *options) { o.staleTTL
 // WithReportMaxBytes sets the largest report Complete accepts. The default
 // is DefaultReportMaxBytes (1 MiB).
 func WithReportMaxBytes(n int) Option { return func(o *options) { o.reportMaxBytes = n } }
-
-// WithShardedPubSub makes live messages go out with SPUBLISH, for gateways
-// that use Redis Cluster sharded pub/sub. The default is PUBLISH.
-func WithShardedPubSub(on bool) Option { return func(o *options) { o.sharded = on } }
 
 // WithClock sets the clock of event timestamps. The default is time.Now.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
@@ -200,7 +195,7 @@ func (j *Job) publish(ctx context.Context, op string, a protocol.PublishArgs, ev
 		return "", j.wrap(op, err)
 	}
 	o := &j.p.opts
-	a.Data, a.MaxLen, a.StaleTTL, a.Retention, a.Sharded = string(data), o.maxLen, o.staleTTL, o.retention, o.sharded
+	a.Data, a.MaxLen, a.StaleTTL, a.Retention = string(data), o.maxLen, o.staleTTL, o.retention
 	id, err := protocol.Publish(ctx, j.p.rdb, j.p.keys, j.id, a)
 	if err != nil {
 		return "", j.wrap(op, err)
