@@ -52,6 +52,7 @@ type options struct {
 	demo         demoMode
 	demoScale    float64
 	pprofAddr    string
+	linger       time.Duration
 }
 
 // envTwins maps each flag to its environment variable.
@@ -76,6 +77,7 @@ var envTwins = map[string]string{
 	"shutdown-timeout":        "SSEGATE_SHUTDOWN_TIMEOUT",
 	"pubsub-conns":            "SSEGATE_PUBSUB_CONNS",
 	"join-timeout":            "SSEGATE_JOIN_TIMEOUT",
+	"linger":                  "SSEGATE_LINGER",
 	"canary-interval":         "SSEGATE_CANARY_INTERVAL",
 	"redis-timeout":           "SSEGATE_REDIS_TIMEOUT",
 	"log-level":               "SSEGATE_LOG_LEVEL",
@@ -110,9 +112,10 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", gateway.DefaultShutdownGrace, "time over which streams are closed in waves on shutdown")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "bound of the whole shutdown (default: shutdown-grace + 5s)")
 	fs.IntVar(&cfg.PubSubConns, "pubsub-conns", gateway.DefaultPubSubConns, "Redis pub/sub connections shared by all jobs")
+	fs.DurationVar(&o.linger, "linger", gateway.DefaultLinger, "a job's subscription is kept this long after its last client leaves; 0: none")
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", gateway.DefaultJoinTimeout, "how long a new stream waits for its job's subscription")
 	fs.DurationVar(&cfg.CanaryInterval, "canary-interval", gateway.DefaultCanaryInterval, "interval of the pub/sub delivery canary")
-	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", gateway.DefaultRedisTimeout, "bound of each Redis read")
+	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", gateway.DefaultRedisTimeout, "bound of each Redis call: dial, read, write, pool wait and the request's context")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -141,6 +144,14 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	}
 	cfg.MaxConnections = unlimitedIfZero(o.maxConns)
 	cfg.MaxConnectionsPerJob = unlimitedIfZero(o.maxJobConns)
+	switch {
+	case o.linger < 0:
+		return cfg, o, fmt.Errorf("--linger must not be negative, got %v", o.linger)
+	case o.linger == 0:
+		cfg.Linger = -1 // the flag's "0: none" is the Config's negative
+	default:
+		cfg.Linger = o.linger
+	}
 	for _, origin := range strings.Split(o.corsOrigins, ",") {
 		if origin = strings.TrimSpace(origin); origin != "" {
 			cfg.CORSOrigins = append(cfg.CORSOrigins, origin)

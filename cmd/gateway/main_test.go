@@ -5,10 +5,13 @@ import (
 	"context"
 	"flag"
 	"io"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ssegate/ssegate/gateway"
 )
@@ -60,7 +63,7 @@ func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
 		"SSEGATE_MAX_CONNECTIONS": "0", "SSEGATE_MAX_CONNECTIONS_PER_JOB": "7", "SSEGATE_CLIENT_BUFFER": "9",
 		"SSEGATE_REPORT_MAX_BYTES": "100", "SSEGATE_CORS_ORIGINS": "https://a.example, https://b.example",
 		"SSEGATE_SHUTDOWN_GRACE": "1s", "SSEGATE_SHUTDOWN_TIMEOUT": "4s", "SSEGATE_SEND_BUFFER": "65536",
-		"SSEGATE_WRITE_TIMEOUT": "3s", "SSEGATE_PUBSUB_CONNS": "2", "SSEGATE_JOIN_TIMEOUT": "1s",
+		"SSEGATE_WRITE_TIMEOUT": "3s", "SSEGATE_PUBSUB_CONNS": "2", "SSEGATE_JOIN_TIMEOUT": "1s", "SSEGATE_LINGER": "250ms",
 		"SSEGATE_CANARY_INTERVAL": "500ms", "SSEGATE_REDIS_TIMEOUT": "2s", "SSEGATE_LOG_LEVEL": "debug",
 		"SSEGATE_LOG_FORMAT": "json", "SSEGATE_EMBEDDED_REDIS_ADDR": "127.0.0.1:7000", "SSEGATE_REDIS_MODE": "single",
 		"SSEGATE_DEMO": "off", "SSEGATE_DEMO_STEP_SCALE": "0.5", "SSEGATE_PPROF_ADDR": "127.0.0.1:6060",
@@ -78,7 +81,7 @@ func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
 		Addr: "127.0.0.1:9999", KeyPrefix: "acme", Heartbeat: 15 * time.Second, DefaultTimeout: 2 * time.Minute,
 		MaxTimeout: 20 * time.Minute, Retry: 3 * time.Second, MaxConnections: -1, MaxConnectionsPerJob: 7,
 		ClientBuffer: 9, ReportMaxBytes: 100, ShutdownGrace: time.Second, ShutdownTimeout: 4 * time.Second,
-		SendBuffer: 65536, WriteTimeout: 3 * time.Second, PubSubConns: 2, JoinTimeout: time.Second,
+		SendBuffer: 65536, WriteTimeout: 3 * time.Second, PubSubConns: 2, JoinTimeout: time.Second, Linger: 250 * time.Millisecond,
 		CanaryInterval: 500 * time.Millisecond, RedisTimeout: 2 * time.Second,
 	}
 	got := cfg
@@ -154,5 +157,23 @@ func TestRunExitCodes(t *testing.T) {
 	errb.Reset()
 	if code := run(context.Background(), []string{"--redis-url", "http://nope", "--addr", "127.0.0.1:0"}, env(nil), &out, &errb); code != 1 {
 		t.Errorf("bad Redis URL: exit %d, %q", code, errb.String())
+	}
+}
+
+// TestRedisTimeoutsFromFlagAndURL: --redis-timeout bounds each of the
+// client's timeouts, and a timeout the URL names wins.
+func TestRedisTimeoutsFromFlagAndURL(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	rdb, stop, err := newRedis(options{redisURL: "redis://127.0.0.1:1/0?read_timeout=7s&pool_timeout=9s", redisMode: "auto"}, 300*time.Millisecond, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	o := rdb.(*redis.Client).Options()
+	if !o.ContextTimeoutEnabled || o.DialTimeout != 300*time.Millisecond || o.WriteTimeout != 300*time.Millisecond ||
+		o.ReadTimeout != 7*time.Second || o.PoolTimeout != 9*time.Second {
+		t.Errorf("options: context=%v dial=%v read=%v write=%v pool=%v; want true, 300ms, 7s (URL), 300ms, 9s (URL)",
+			o.ContextTimeoutEnabled, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout)
 	}
 }
