@@ -16,7 +16,8 @@ import (
 // reader goroutine where there is none); the frames are written straight from the shared encoded bytes with
 // one writev per batch. HTTP/2 streams stay with net/http.
 
-// connSink writes a stream on a taken-over connection: each Flush is one
+// connSink writes a stream on a taken-over connection (used by one drain at
+// a time, like the writer that owns it): each Flush is one
 // HTTP/1.1 chunk (or raw bytes for HTTP/1.0), gathered with writev from the
 // pieces written since the last flush, which it does not copy (the callers
 // never modify them).

@@ -14,7 +14,7 @@ import (
 // A frame is one event of a job encoded for the wire once. The same frame
 // (and the same bytes) goes to every client of the job; it is never
 // modified after it is built, except for the report variant, built once on
-// first use.
+// first use (under its sync.Once), so any number of drains read it at once.
 type frame struct {
 	id   protocol.ID // of the (last) event
 	typ  event.Type  // of the (last) event
@@ -78,7 +78,8 @@ func (f *frame) wireFor(includeReport bool) ([]byte, error) {
 	return v.wire, nil
 }
 
-// encoder builds frames. It reads reports through the store.
+// encoder builds frames. It reads reports through the store. Safe for
+// concurrent use (it holds only its settings).
 type encoder struct {
 	store     *store
 	maxReport int

@@ -20,6 +20,7 @@ const (
 )
 
 // metrics are the gateway's Prometheus metrics, registered on one registry.
+// Set once in newMetrics; the collectors are safe for concurrent use.
 type metrics struct {
 	connections     prometheus.Gauge
 	opened          prometheus.Counter

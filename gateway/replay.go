@@ -12,7 +12,8 @@ import (
 )
 
 // openStream is a stream of a running job whose answer is decided: what it
-// writes first, and where it stands in the hub.
+// writes first, and where it stands in the hub. It belongs to the request's
+// goroutine.
 type openStream struct {
 	job     string
 	q       streamQuery

@@ -18,7 +18,8 @@ import (
 const replayPage = 500
 
 // store reads jobs from Redis. Every read is bounded by the request's
-// context and the configured Redis timeout.
+// context and the configured Redis timeout. It holds no state of its own:
+// safe for concurrent use.
 type store struct {
 	rdb     redis.UniversalClient
 	keys    protocol.Keys

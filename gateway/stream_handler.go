@@ -14,7 +14,8 @@ import (
 )
 
 // A streamRequest is one request to GET /api/reports/{jobId}/stream. It
-// counts how it was answered (ssegate_stream_requests_total), once.
+// counts how it was answered (ssegate_stream_requests_total), once. It
+// belongs to the request's goroutine.
 type streamRequest struct {
 	s      *Server
 	w      http.ResponseWriter
@@ -57,7 +58,8 @@ func (sr *streamRequest) answered(a string) {
 // and, as it gets them, its client in the hub, its open response and its
 // taken-over connection. end releases all of it once, whoever calls it
 // first: the handler (on its way out, panics included) or, once the handler
-// has handed the stream off, the stream's last drain.
+// has handed the stream off, the stream's last drain. Its fields are set by
+// the handler before the hand-off and only read after it.
 type admission struct {
 	s       *Server
 	job     string
