@@ -55,5 +55,18 @@ soak:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# The container image (deploy/Dockerfile), labelled with the version and the
+# commit. Needs a Docker engine with BuildKit (Docker 23+); the machine these
+# files were written on has none, so this target was not run there.
+IMAGE     ?= ssegate:dev
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+.PHONY: image
+image:
+	@command -v docker >/dev/null 2>&1 || { echo "make image needs docker (an engine with BuildKit); none here"; exit 1; }
+	docker build -f deploy/Dockerfile -t $(IMAGE) \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) .
+
 clean:
 	rm -rf bin $(BIN)
