@@ -26,7 +26,7 @@ import (
 
 // nginxConf is the file under test: the one docker-compose.yml mounts and
 // docs/operations.md tells people to use.
-func nginxConf(t *testing.T) string {
+func nginxConf() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "deploy", "nginx.conf")
 }
@@ -36,7 +36,7 @@ func nginxConf(t *testing.T) string {
 // that the test's substitution finds its upstream and listen lines.
 func TestNginxConfShape(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile(nginxConf(t))
+	b, err := os.ReadFile(nginxConf())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,19 +86,20 @@ func TestNginxConfShape(t *testing.T) {
 }
 
 // TestNginx runs deploy/nginx.conf in a real nginx in front of two real
-// gateways on one real Redis. A client streams a job through nginx; the
-// gateway serving it gets SIGTERM mid-job; the job goes on and completes.
-// The client must resume through nginx on the other gateway with every
-// event exactly once, and nginx must never have answered it a 5xx (an
-// EventSource gives up on one). First, the JSON API must reuse upstream
-// connections (keepalive), read from the connections nginx holds.
+// gateways on one real Redis. Four clients stream a job through nginx; the
+// gateway serving the first one gets SIGTERM mid-job; the job goes on and
+// completes. Every client on the stopped gateway must resume through nginx
+// on the other one, each with every event exactly once; nginx must never
+// answer a 5xx (an EventSource gives up on one), and must pass a request
+// that meets the draining gateway on to the other. First, the JSON API must
+// reuse upstream connections (keepalive), read from the sockets nginx holds.
 func TestNginx(t *testing.T) {
 	t.Parallel()
 	nginxtest.Require(t)
 	start := time.Now()
 	c := newCluster(t, 2, nil, "--shutdown-grace", "1s", "--shutdown-timeout", "5s")
 	gwAddrs := []string{c.gws[0].Addr, c.gws[1].Addr}
-	ngx := nginxtest.Start(t, nginxConf(t), gwAddrs)
+	ngx := nginxtest.Start(t, nginxConf(), gwAddrs)
 
 	job := "nginx-job"
 	c.register(job)
