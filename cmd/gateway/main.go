@@ -123,7 +123,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	fs.Var(&o.demo, "demo", "demo page at / and simulated jobs: auto (on with the embedded Redis), on or off")
 	fs.Float64Var(&o.demoScale, "demo-step-scale", 1, "multiplies the demo jobs' step durations (a job takes about 12s at 1)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: gateway [flags]\n\nEvery flag can also be set by its environment variable; flags win.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: gateway [flags]\n       gateway healthcheck [flags]   (exit 0 if the gateway these flags start answers /healthz)\n\nEvery flag can also be set by its environment variable; flags win.\n\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			fmt.Fprintf(fs.Output(), "  --%s (%s, default %q)\n      %s\n", f.Name, envTwins[f.Name], f.DefValue, f.Usage)
 		})
@@ -274,6 +274,9 @@ func bound(q url.Values, d time.Duration, contextTimeout *bool, dial, read, writ
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck(ctx, args[1:], getenv, stdout, stderr)
+	}
 	cfg, o, err := parseConfig(args, getenv, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -322,6 +325,48 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 1
 	}
 	log.Info("bye", "uptime", time.Since(start).Round(time.Second))
+	return 0
+}
+
+// healthcheck is `gateway healthcheck [flags]`: it asks the /healthz of the
+// gateway that the same flags and environment would start (its --addr, on
+// loopback when the address names no host) and exits 0 when it answers 200,
+// 1 otherwise. It is the container's HEALTHCHECK: the image has no shell
+// and no HTTP client.
+func healthcheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, _, err := parseConfig(args, getenv, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway healthcheck: %v\n", err)
+		return 2
+	}
+	host, port, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway healthcheck: --addr %q: %v\n", cfg.Addr, err)
+		return 2
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway healthcheck: %v\n", err)
+		return 2
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway healthcheck: %v\n", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "gateway healthcheck: /healthz answered %s\n", resp.Status)
+		return 1
+	}
 	return 0
 }
 

@@ -6,8 +6,12 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -175,5 +179,50 @@ func TestRedisTimeoutsFromFlagAndURL(t *testing.T) {
 		o.ReadTimeout != 7*time.Second || o.PoolTimeout != 9*time.Second {
 		t.Errorf("options: context=%v dial=%v read=%v write=%v pool=%v; want true, 300ms, 7s (URL), 300ms, 9s (URL)",
 			o.ContextTimeoutEnabled, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout)
+	}
+}
+
+// TestHealthcheck: `gateway healthcheck` exits 0 when the /healthz of the
+// gateway its flags name answers 200, and 1 when it does not or nothing
+// listens.
+func TestHealthcheck(t *testing.T) {
+	t.Parallel()
+	status := http.StatusOK
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(status)
+	}))
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	_, port, _ := net.SplitHostPort(addr)
+	check := func(args ...string) int {
+		var stderr bytes.Buffer
+		code := run(context.Background(), append([]string{"healthcheck"}, args...), env(nil), io.Discard, &stderr)
+		t.Logf("healthcheck %v: %d %s", args, code, stderr.String())
+		return code
+	}
+	if code := check("--addr", addr); code != 0 {
+		t.Errorf("healthy: exit %d, want 0", code)
+	}
+	if code := check("--addr", ":"+port); code != 0 { // no host: loopback
+		t.Errorf("healthy on :%s: exit %d, want 0", port, code)
+	}
+	mu.Lock()
+	status = http.StatusServiceUnavailable
+	mu.Unlock()
+	if code := check("--addr", addr); code != 1 {
+		t.Errorf("503: exit %d, want 1", code)
+	}
+	srv.Close()
+	if code := check("--addr", addr); code != 1 {
+		t.Errorf("nothing listening: exit %d, want 1", code)
+	}
+	if code := check("--addr", "nonsense"); code != 2 {
+		t.Errorf("bad --addr: exit %d, want 2", code)
 	}
 }
