@@ -21,7 +21,7 @@ SCENARIOS := TestRollingRestart|TestCrash|TestPubSubCut|TestRedisRestart|TestSlo
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-test: lint unit fuzz
+test: lint unit fuzz deploy-check
 
 unit:
 	$(GO) test -race -count=1 -timeout 10m ./...
@@ -67,6 +67,14 @@ image:
 	docker build -f deploy/Dockerfile -t $(IMAGE) \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) .
+
+# The deployment checks (deploy/check, a Go module of its own): the Helm
+# chart rendered and linted with the Helm SDK, decoded strictly into the
+# Kubernetes API types and cross-checked; deploy/k8s against the chart's
+# default render; docker-compose.yml. No -race: the Helm SDK is heavy.
+.PHONY: deploy-check
+deploy-check:
+	cd deploy && $(GO) test -count=1 ./...
 
 clean:
 	rm -rf bin $(BIN)
