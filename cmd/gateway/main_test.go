@@ -22,6 +22,19 @@ import (
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
+// sampleEnv has a valid value of every environment twin.
+var sampleEnv = map[string]string{
+	"SSEGATE_ADDR": "127.0.0.1:9999", "REDIS_URL": "redis://example:6379/2", "SSEGATE_KEY_PREFIX": "acme",
+	"SSEGATE_HEARTBEAT": "15s", "SSEGATE_DEFAULT_TIMEOUT": "2m", "SSEGATE_MAX_TIMEOUT": "20m", "SSEGATE_RETRY": "3s",
+	"SSEGATE_MAX_CONNECTIONS": "0", "SSEGATE_MAX_CONNECTIONS_PER_JOB": "7", "SSEGATE_CLIENT_BUFFER": "9",
+	"SSEGATE_REPORT_MAX_BYTES": "100", "SSEGATE_CORS_ORIGINS": "https://a.example, https://b.example",
+	"SSEGATE_SHUTDOWN_GRACE": "1s", "SSEGATE_SHUTDOWN_TIMEOUT": "12s", "SSEGATE_SEND_BUFFER": "65536",
+	"SSEGATE_WRITE_TIMEOUT": "3s", "SSEGATE_PUBSUB_CONNS": "2", "SSEGATE_JOIN_TIMEOUT": "1s", "SSEGATE_LINGER": "250ms",
+	"SSEGATE_CANARY_INTERVAL": "500ms", "SSEGATE_REDIS_TIMEOUT": "2s", "SSEGATE_LOG_LEVEL": "debug",
+	"SSEGATE_LOG_FORMAT": "json", "SSEGATE_EMBEDDED_REDIS_ADDR": "127.0.0.1:7000", "SSEGATE_REDIS_MODE": "single",
+	"SSEGATE_DEMO": "off", "SSEGATE_DEMO_STEP_SCALE": "0.5", "SSEGATE_PPROF_ADDR": "127.0.0.1:6060",
+}
+
 func TestDefaults(t *testing.T) {
 	t.Parallel()
 	cfg, o, err := parseConfig(nil, env(nil), io.Discard)
@@ -61,17 +74,7 @@ func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
 			t.Errorf("flag --%s has no environment twin", name)
 		}
 	}
-	values := map[string]string{
-		"SSEGATE_ADDR": "127.0.0.1:9999", "REDIS_URL": "redis://example:6379/2", "SSEGATE_KEY_PREFIX": "acme",
-		"SSEGATE_HEARTBEAT": "15s", "SSEGATE_DEFAULT_TIMEOUT": "2m", "SSEGATE_MAX_TIMEOUT": "20m", "SSEGATE_RETRY": "3s",
-		"SSEGATE_MAX_CONNECTIONS": "0", "SSEGATE_MAX_CONNECTIONS_PER_JOB": "7", "SSEGATE_CLIENT_BUFFER": "9",
-		"SSEGATE_REPORT_MAX_BYTES": "100", "SSEGATE_CORS_ORIGINS": "https://a.example, https://b.example",
-		"SSEGATE_SHUTDOWN_GRACE": "1s", "SSEGATE_SHUTDOWN_TIMEOUT": "4s", "SSEGATE_SEND_BUFFER": "65536",
-		"SSEGATE_WRITE_TIMEOUT": "3s", "SSEGATE_PUBSUB_CONNS": "2", "SSEGATE_JOIN_TIMEOUT": "1s", "SSEGATE_LINGER": "250ms",
-		"SSEGATE_CANARY_INTERVAL": "500ms", "SSEGATE_REDIS_TIMEOUT": "2s", "SSEGATE_LOG_LEVEL": "debug",
-		"SSEGATE_LOG_FORMAT": "json", "SSEGATE_EMBEDDED_REDIS_ADDR": "127.0.0.1:7000", "SSEGATE_REDIS_MODE": "single",
-		"SSEGATE_DEMO": "off", "SSEGATE_DEMO_STEP_SCALE": "0.5", "SSEGATE_PPROF_ADDR": "127.0.0.1:6060",
-	}
+	values := sampleEnv
 	for _, twin := range envTwins {
 		if _, ok := values[twin]; !ok {
 			t.Errorf("no test value for %s", twin)
@@ -84,7 +87,7 @@ func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
 	want := gateway.Config{
 		Addr: "127.0.0.1:9999", KeyPrefix: "acme", Heartbeat: 15 * time.Second, DefaultTimeout: 2 * time.Minute,
 		MaxTimeout: 20 * time.Minute, Retry: 3 * time.Second, MaxConnections: -1, MaxConnectionsPerJob: 7,
-		ClientBuffer: 9, ReportMaxBytes: 100, ShutdownGrace: time.Second, ShutdownTimeout: 4 * time.Second,
+		ClientBuffer: 9, ReportMaxBytes: 100, ShutdownGrace: time.Second, ShutdownTimeout: 12 * time.Second,
 		SendBuffer: 65536, WriteTimeout: 3 * time.Second, PubSubConns: 2, JoinTimeout: time.Second, Linger: 250 * time.Millisecond,
 		CanaryInterval: 500 * time.Millisecond, RedisTimeout: 2 * time.Second,
 	}
@@ -224,5 +227,87 @@ func TestHealthcheck(t *testing.T) {
 	}
 	if code := check("--addr", "nonsense"); code != 2 {
 		t.Errorf("bad --addr: exit %d, want 2", code)
+	}
+}
+
+// TestEveryFlagTakesItsValueEitherWay: every flag takes `--flag value` as
+// well as `--flag=value`, with the same result (`--demo off` was once an
+// "unexpected arguments" error: the flag parsed as a boolean).
+func TestEveryFlagTakesItsValueEitherWay(t *testing.T) {
+	t.Parallel()
+	for name, twin := range envTwins {
+		v := sampleEnv[twin]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			spaced, so, err := parseConfig([]string{"--" + name, v}, env(nil), io.Discard)
+			if err != nil {
+				t.Fatalf("--%s %s: %v", name, v, err)
+			}
+			joined, jo, err := parseConfig([]string{"--" + name + "=" + v}, env(nil), io.Discard)
+			if err != nil {
+				t.Fatalf("--%s=%s: %v", name, v, err)
+			}
+			fromEnv, eo, err := parseConfig(nil, env(map[string]string{twin: v}), io.Discard)
+			if err != nil {
+				t.Fatalf("%s=%s: %v", twin, v, err)
+			}
+			if !reflect.DeepEqual(spaced, joined) || so != jo || !reflect.DeepEqual(spaced, fromEnv) || so != eo {
+				t.Errorf("--%s %s, --%s=%s and %s=%s differ:\n %+v %+v\n %+v %+v\n %+v %+v", name, v, name, v, twin, v, spaced, so, joined, jo, fromEnv, eo)
+			}
+		})
+	}
+}
+
+// TestEmbeddedListensOnLoopback: with the embedded Redis (no REDIS_URL) the
+// demo and its public POST /demo/jobs are on, so the default address is
+// loopback; an explicit --addr or SSEGATE_ADDR, or a real Redis, keeps
+// the usual default.
+func TestEmbeddedListensOnLoopback(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"embedded", nil, nil, "127.0.0.1:8080"},
+		{"embedded, --addr", []string{"--addr", ":9000"}, nil, ":9000"},
+		{"embedded, SSEGATE_ADDR", nil, map[string]string{"SSEGATE_ADDR": ":9001"}, ":9001"},
+		{"real Redis", []string{"--redis-url", "redis://127.0.0.1:6379/0"}, nil, ":8080"},
+	} {
+		cfg, _, err := parseConfig(tc.args, env(tc.env), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Addr != tc.want {
+			t.Errorf("%s: addr %q, want %q", tc.name, cfg.Addr, tc.want)
+		}
+	}
+}
+
+// TestPortInUseNamesTheFlag: a port already taken fails at start with a
+// message naming the flag that moves it.
+func TestPortInUseNamesTheFlag(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"HTTP port", []string{"--addr", taken.Addr().String(), "--embedded-redis-addr", "127.0.0.1:0", "--demo", "off"}, "--addr"},
+		{"embedded Redis port", []string{"--addr", "127.0.0.1:0", "--embedded-redis-addr", taken.Addr().String(), "--demo", "off"}, "--embedded-redis-addr"},
+	} {
+		var stderr bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		code := run(ctx, tc.args, env(nil), io.Discard, &stderr)
+		cancel()
+		if code != 1 || !strings.Contains(stderr.String(), tc.want) || !strings.Contains(stderr.String(), "in use") {
+			t.Errorf("%s taken: exit %d, stderr %q; want 1 and a message naming %s", tc.name, code, stderr.String(), tc.want)
+		}
 	}
 }
