@@ -93,7 +93,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	var o options
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(usageOut)
-	fs.StringVar(&cfg.Addr, "addr", gateway.DefaultAddr, "listen address")
+	fs.StringVar(&cfg.Addr, "addr", gateway.DefaultAddr, "listen address; with the embedded Redis the default is "+embeddedAddr)
 	fs.StringVar(&o.redisURL, "redis-url", "", "Redis URL (redis://, rediss://, unix://); empty: embedded in-memory Redis")
 	fs.StringVar(&o.redisMode, "redis-mode", "auto", "single, sentinel or cluster; auto: sentinel if the URL has master_name, else single")
 	fs.StringVar(&o.embeddedAddr, "embedded-redis-addr", "127.0.0.1:6380", "address of the embedded Redis when no Redis URL is set")
@@ -138,6 +138,13 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, o, err
+	}
+	// With the embedded Redis the demo, whose POST /demo/jobs anyone can
+	// call, is on: unless told otherwise, listen on loopback only.
+	addrSet := getenv(envTwins["addr"]) != ""
+	fs.Visit(func(f *flag.Flag) { addrSet = addrSet || f.Name == "addr" })
+	if o.redisURL == "" && !addrSet {
+		cfg.Addr = embeddedAddr
 	}
 	if fs.NArg() > 0 {
 		return cfg, o, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -203,7 +210,8 @@ func newRedis(o options, timeout time.Duration, log *slog.Logger) (redis.Univers
 	if o.redisURL == "" {
 		m := miniredis.NewMiniRedis()
 		if err := m.StartAddr(o.embeddedAddr); err != nil {
-			return nil, nil, fmt.Errorf("start embedded Redis on %s: %w", o.embeddedAddr, err)
+			return nil, nil, fmt.Errorf("start embedded Redis on %s: %w", o.embeddedAddr,
+				inUse(err, "--embedded-redis-addr", envTwins["embedded-redis-addr"]+", or REDIS_URL for a real Redis"))
 		}
 		log.Warn("no Redis URL set: using an embedded in-memory Redis (data is lost on exit; set REDIS_URL for a real one)",
 			"addr", m.Addr(), "publish_with", "ssepub --redis-url redis://"+m.Addr()+"/0 JOB ...")
@@ -319,13 +327,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer stopPprof()
 	}
+	l, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		log.Error("listen", "err", inUse(err, "--addr", envTwins["addr"]))
+		return 1
+	}
 	start := time.Now()
-	if err := srv.Run(ctx); err != nil {
+	if err := srv.Serve(ctx, l); err != nil {
 		log.Error("gateway stopped", "err", err)
 		return 1
 	}
 	log.Info("bye", "uptime", time.Since(start).Round(time.Second))
 	return 0
+}
+
+// inUse names the flag that moves a listener when err says its address is
+// taken.
+func inUse(err error, flagName, env string) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w: the address is in use; choose another with %s (or %s)", err, flagName, env)
+	}
+	return err
 }
 
 // healthcheck is `gateway healthcheck [flags]`: it asks the /healthz of the
@@ -370,11 +392,14 @@ func healthcheck(ctx context.Context, args []string, getenv func(string) string,
 	return 0
 }
 
-// demoMode is the value of --demo: auto, on or off. A bare --demo is on.
+// embeddedAddr is the default listen address with the embedded Redis.
+const embeddedAddr = "127.0.0.1:8080"
+
+// demoMode is the value of --demo: auto, on or off. Like every flag it
+// takes its value as --demo off or --demo=off.
 type demoMode string
 
-func (m *demoMode) String() string   { return string(*m) }
-func (m *demoMode) IsBoolFlag() bool { return true }
+func (m *demoMode) String() string { return string(*m) }
 
 func (m *demoMode) Set(v string) error {
 	switch strings.ToLower(v) {

@@ -34,7 +34,7 @@ type stack struct {
 func startStack(t *testing.T) *stack {
 	t.Helper()
 	rs := redistest.Start(t)
-	g := gatewaytest.Start(t, rs.URL(), gatewaytest.WithFlags("--demo", "--demo-step-scale", demoStepScale))
+	g := gatewaytest.Start(t, rs.URL(), gatewaytest.WithFlags("--demo", "on", "--demo-step-scale", demoStepScale))
 	return &stack{redis: rs, gw: g, rdb: rs.Client(t)}
 }
 
