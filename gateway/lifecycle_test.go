@@ -213,3 +213,36 @@ func TestReadyzAnswersFromState(t *testing.T) {
 		t.Error("/readyz never failed with Redis down")
 	}
 }
+
+// TestResumeFromZero: Last-Event-ID 0-0 comes before every event, so a
+// resume from it gets the whole history, with a reset only when the
+// history was really trimmed.
+func TestResumeFromZero(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.gateway(testConfig())
+	ok := must(t)
+	ctx := context.Background()
+	whole := e.pub.Job("zero-whole")
+	ok(whole.Register(ctx))
+	for i := 1; i <= 3; i++ {
+		ok(whole.Progress(ctx, publisher.Step{Step: i, Total: 3}))
+	}
+	ok(whole.Complete(ctx, "r", nil))
+	status, _, body := rawGet(t, g.streamURL("zero-whole"), "Last-Event-ID", "0-0")
+	got := decode(t, body)
+	if status != http.StatusOK || len(got) == 0 || got[0].Event == "reset" {
+		t.Fatalf("resume from 0-0 of a whole history: %d, first %+v", status, got)
+	}
+	streamtest.AssertExactlyOnce(t, got, e.history("zero-whole"))
+
+	trimmed := publisher.New(e.rdb, publisher.WithMaxLen(5)).Job("zero-trimmed")
+	ok(trimmed.Register(ctx))
+	for i := 1; i <= 200; i++ {
+		ok(trimmed.Progress(ctx, publisher.Step{Step: i, Total: 200}))
+	}
+	_, _, body = rawGet(t, g.streamURL("zero-trimmed", "timeout=200ms"), "Last-Event-ID", "0-0")
+	if got := decode(t, body); len(got) == 0 || got[0].Event != "reset" {
+		t.Errorf("resume from 0-0 of a trimmed history: first event %+v, want a reset", got)
+	}
+}
