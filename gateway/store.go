@@ -77,10 +77,16 @@ func (s *store) after(ctx context.Context, job string, id protocol.ID) (entries 
 	if len(entries) > 0 && entries[0].ID == id.String() {
 		return entries[1:], true, nil
 	}
+	if id.IsZero() {
+		// 0-0 comes before every event: the history after it is whole
+		// unless trimming took the job's first event, its registration
+		// (Register starts a fresh stream with it).
+		found = len(entries) == 0 || isRegistration(entries[0])
+	}
 	if len(entries) > replayPage {
 		entries = entries[:replayPage]
 	}
-	return entries, false, nil
+	return entries, found, nil
 }
 
 // page returns up to n stream entries after id.
@@ -121,6 +127,19 @@ func (s *store) report(ctx context.Context, job string, max int) (report json.Ra
 		return nil, false, fmt.Errorf("report of %q: %w", job, errCorruptState)
 	}
 	return json.RawMessage(v), false, nil
+}
+
+// isRegistration reports whether a stream entry is a job's first event:
+// the pending status that Register writes.
+func isRegistration(e redis.XMessage) bool {
+	if typ, _ := e.Values["type"].(string); typ != string(event.TypeStatus) {
+		return false
+	}
+	data, _ := e.Values["data"].(string)
+	var st struct {
+		Status event.Status `json:"status"`
+	}
+	return json.Unmarshal([]byte(data), &st) == nil && st.Status == event.StatusPending
 }
 
 // nextID is the smallest ID after id: XRANGE from it excludes id itself on
