@@ -92,6 +92,11 @@ type Config struct {
 	// commands and the background health check. Default 3s.
 	RedisTimeout time.Duration
 
+	// NoAccessLog turns off the access log: one info line per request
+	// (method, path without the query, status, duration, bytes, remote
+	// address). Default false: on.
+	NoAccessLog bool
+
 	// Logger receives the gateway's logs. Default: discard.
 	Logger *slog.Logger
 	// Registry receives the gateway's metrics and is served on /metrics.

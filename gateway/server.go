@@ -109,7 +109,8 @@ func (s *Server) routes() http.Handler {
 	})
 	h = s.cors(h)
 	h = limitHeaders(h)
-	return s.recoverPanics(h)
+	h = s.recoverPanics(h)
+	return s.accessLog(h)
 }
 
 // streamPrefix and streamSuffix frame the stream route,

@@ -272,6 +272,7 @@ func (sr *streamRequest) open(mayTakeOver bool) (*writer, *connSink) {
 		w.out = failedSink{err}
 	case sink != nil:
 		w.out = sink
+		tookOver(sr.r, http.StatusOK)
 	default:
 		sr.w.WriteHeader(http.StatusOK)
 		w.out = newResponseSink(sr.w)

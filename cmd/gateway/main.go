@@ -53,6 +53,7 @@ type options struct {
 	demoScale    float64
 	pprofAddr    string
 	linger       time.Duration
+	accessLog    onOff
 }
 
 // envTwins maps each flag to its environment variable.
@@ -82,6 +83,7 @@ var envTwins = map[string]string{
 	"redis-timeout":           "SSEGATE_REDIS_TIMEOUT",
 	"log-level":               "SSEGATE_LOG_LEVEL",
 	"log-format":              "SSEGATE_LOG_FORMAT",
+	"access-log":              "SSEGATE_ACCESS_LOG",
 	"demo":                    "SSEGATE_DEMO",
 	"demo-step-scale":         "SSEGATE_DEMO_STEP_SCALE",
 	"pprof-addr":              "SSEGATE_PPROF_ADDR",
@@ -118,7 +120,9 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", gateway.DefaultRedisTimeout, "bound of each Redis call: dial, read, write, pool wait and the request's context")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json (durations in milliseconds)")
+	o.accessLog = "on"
+	fs.Var(&o.accessLog, "access-log", "one info line per request (method, path without the query, status, duration, bytes, remote): on or off")
 	o.demo = "auto"
 	fs.Var(&o.demo, "demo", "demo page at / and simulated jobs: auto (on with the embedded Redis), on or off")
 	fs.Float64Var(&o.demoScale, "demo-step-scale", 1, "multiplies the demo jobs' step durations (a job takes about 12s at 1)")
@@ -146,6 +150,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	if o.redisURL == "" && !addrSet {
 		cfg.Addr = embeddedAddr
 	}
+	cfg.NoAccessLog = o.accessLog == "off"
 	if fs.NArg() > 0 {
 		return cfg, o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
@@ -194,6 +199,14 @@ func newLogger(level, format string, out io.Writer) (*slog.Logger, error) {
 	case "text":
 		return slog.New(slog.NewTextHandler(out, opts)), nil
 	case "json":
+		// slog writes a duration as integer nanoseconds; log readers
+		// expect milliseconds.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.Float64Value(float64(a.Value.Duration().Microseconds()) / 1000)
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(out, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
@@ -390,6 +403,24 @@ func healthcheck(ctx context.Context, args []string, getenv func(string) string,
 		return 1
 	}
 	return 0
+}
+
+// onOff is the value of a flag that is on or off. It is not a boolean flag,
+// so that it takes its value as --flag off as well as --flag=off.
+type onOff string
+
+func (v *onOff) String() string { return string(*v) }
+
+func (v *onOff) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "on", "true", "1", "yes":
+		*v = "on"
+	case "off", "false", "0", "no":
+		*v = "off"
+	default:
+		return fmt.Errorf("want on or off, got %q", s)
+	}
+	return nil
 }
 
 // embeddedAddr is the default listen address with the embedded Redis.

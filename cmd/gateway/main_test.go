@@ -32,7 +32,7 @@ var sampleEnv = map[string]string{
 	"SSEGATE_WRITE_TIMEOUT": "3s", "SSEGATE_PUBSUB_CONNS": "2", "SSEGATE_JOIN_TIMEOUT": "1s", "SSEGATE_LINGER": "250ms",
 	"SSEGATE_CANARY_INTERVAL": "500ms", "SSEGATE_REDIS_TIMEOUT": "2s", "SSEGATE_LOG_LEVEL": "debug",
 	"SSEGATE_LOG_FORMAT": "json", "SSEGATE_EMBEDDED_REDIS_ADDR": "127.0.0.1:7000", "SSEGATE_REDIS_MODE": "single",
-	"SSEGATE_DEMO": "off", "SSEGATE_DEMO_STEP_SCALE": "0.5", "SSEGATE_PPROF_ADDR": "127.0.0.1:6060",
+	"SSEGATE_DEMO": "off", "SSEGATE_ACCESS_LOG": "off", "SSEGATE_DEMO_STEP_SCALE": "0.5", "SSEGATE_PPROF_ADDR": "127.0.0.1:6060",
 }
 
 func TestDefaults(t *testing.T) {
@@ -89,7 +89,7 @@ func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
 		MaxTimeout: 20 * time.Minute, Retry: 3 * time.Second, MaxConnections: -1, MaxConnectionsPerJob: 7,
 		ClientBuffer: 9, ReportMaxBytes: 100, ShutdownGrace: time.Second, ShutdownTimeout: 12 * time.Second,
 		SendBuffer: 65536, WriteTimeout: 3 * time.Second, PubSubConns: 2, JoinTimeout: time.Second, Linger: 250 * time.Millisecond,
-		CanaryInterval: 500 * time.Millisecond, RedisTimeout: 2 * time.Second,
+		CanaryInterval: 500 * time.Millisecond, RedisTimeout: 2 * time.Second, NoAccessLog: true,
 	}
 	got := cfg
 	got.CORSOrigins = nil
@@ -309,5 +309,20 @@ func TestPortInUseNamesTheFlag(t *testing.T) {
 		if code != 1 || !strings.Contains(stderr.String(), tc.want) || !strings.Contains(stderr.String(), "in use") {
 			t.Errorf("%s taken: exit %d, stderr %q; want 1 and a message naming %s", tc.name, code, stderr.String(), tc.want)
 		}
+	}
+}
+
+// TestJSONLogDurationsInMilliseconds: a duration in a JSON log line is a
+// number of milliseconds.
+func TestJSONLogDurationsInMilliseconds(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log, err := newLogger("info", "json", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("x", "took", 1500*time.Microsecond)
+	if !strings.Contains(buf.String(), `"took":1.5`) {
+		t.Errorf("JSON line %s, want took in milliseconds (1.5)", buf.String())
 	}
 }
