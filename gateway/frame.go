@@ -141,6 +141,20 @@ func encodeJSON(id protocol.ID, v event.Event) ([]byte, error) {
 	return encode(id, v.EventType(), data)
 }
 
+// lines returns the field lines of m without the blank line that would end
+// it as a block: a client parses them at once (retry:, id:, a comment), and
+// the next block completes them. A block without data dispatches nothing in
+// a WHATWG parser, but several other clients (@microsoft/fetch-event-source,
+// tmaxmax/go-sse, r3labs/sse) hand it to the application as an empty
+// message, so the gateway never ends one.
+func lines(m event.Message) ([]byte, error) {
+	b, err := m.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	return b[:len(b)-1], nil
+}
+
 // heartbeat returns the SSE bytes of a heartbeat: no id, so it never moves
 // the client's Last-Event-ID.
 func heartbeat(now time.Time) []byte {

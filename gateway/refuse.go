@@ -42,7 +42,7 @@ func (sr *streamRequest) refuse(reason string) error {
 		if id, err := protocol.ParseID(sr.r.Header.Get("Last-Event-ID")); err == nil {
 			m.ID = id.String() // keep the client's resume point (see open)
 		}
-		if b, err := m.Bytes(); err == nil {
+		if b, err := lines(m); err == nil {
 			_, _ = sr.w.Write(b)
 			_ = http.NewResponseController(sr.w).Flush()
 		}

@@ -79,7 +79,7 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	hub := newHub(cfg, st, enc, m)
 	hub.broker = newRedisBroker(rdb, cfg, keys, hub.events(), m, instanceID())
 	s := &Server{cfg: cfg, store: st, enc: enc, hub: hub, metrics: m, registry: reg, log: cfg.Logger}
-	hint, err := (&event.Message{Retry: cfg.Retry}).Bytes()
+	hint, err := lines(event.Message{Retry: cfg.Retry})
 	if err != nil {
 		return nil, err
 	}

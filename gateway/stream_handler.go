@@ -251,8 +251,9 @@ func (sr *streamRequest) finished(st *jobState) error {
 	return nil
 }
 
-// open starts a 200 event stream: headers, then the retry hint, flushed at
-// once so the client knows the stream is up. With mayTakeOver, an HTTP/1.x
+// open starts a 200 event stream: headers, then the retry hint (and the
+// resume point) as the first lines of the block that the first event
+// completes, flushed at once so the client knows the stream is up. With mayTakeOver, an HTTP/1.x
 // connection is taken over from net/http (see conn.go) and its sink is
 // returned: the stream then runs without this handler (see stream).
 func (sr *streamRequest) open(mayTakeOver bool) (*writer, *connSink) {
@@ -281,7 +282,7 @@ func (sr *streamRequest) open(mayTakeOver bool) (*writer, *connSink) {
 		// Repeat the resume point: a parser that starts each connection
 		// with an empty ID would otherwise forget it at the first blank
 		// line, and resume from nothing next time.
-		hint, _ := (&event.Message{Retry: s.cfg.Retry, ID: q.lastID.String()}).Bytes()
+		hint, _ := lines(event.Message{Retry: s.cfg.Retry, ID: q.lastID.String()})
 		w.write(hint)
 	} else {
 		w.write(s.retryHint)

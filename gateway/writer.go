@@ -144,7 +144,7 @@ func (w *writer) kicked(c *client) string {
 		if !w.last.IsZero() {
 			m.ID = w.last.String()
 		}
-		if b, err := m.Bytes(); err == nil {
+		if b, err := lines(m); err == nil {
 			w.write(b)
 			_ = w.flush()
 		}
