@@ -1,0 +1,84 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssegate/ssegate/pkg/event"
+	"github.com/ssegate/ssegate/pkg/protocol"
+	"github.com/ssegate/ssegate/publisher"
+	"github.com/ssegate/ssegate/test/streamtest"
+)
+
+// TestInvalidEventsAreDropped: a buggy worker writes events that are not of
+// the model straight into Redis (XADD to the stream, PUBLISH of the live
+// message). None reaches a client, live or replayed; each is counted by
+// reason; the valid events around them flow on.
+func TestInvalidEventsAreDropped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.gateway(testConfig())
+	ok := must(t)
+	ctx := context.Background()
+	const job = "bad-data"
+	j := e.pub.Job(job)
+	ok(j.Register(ctx))
+	s := streamtest.Open(t, []string{g.streamURL(job)}, "")
+	s.WaitEvents(t, 1)
+
+	const ts = `"timestamp":"2026-11-27T03:40:30.123Z"`
+	bad := []struct{ typ, data, reason string }{
+		{"progress", `not json`, event.InvalidJSON},
+		{"progress", `["an","array"]`, event.InvalidJSON},
+		{"status", `{"type":"status","jobId":"someone-else","status":"processing",` + ts + `}`, event.InvalidJob},
+		{"bogus", `{"type":"bogus","jobId":"bad-data",` + ts + `}`, event.InvalidType},
+		{"status", `{"type":"status","jobId":"bad-data","status":"processing","timestamp":"later"}`, event.InvalidTimestamp},
+		{"progress", `{"type":"progress","jobId":"bad-data","step":"two","totalSteps":8,` + ts + `}`, event.InvalidShape},
+	}
+	for _, b := range bad {
+		// What a worker that skips the publish script would write.
+		id, err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: keys.Events(job), Values: []any{"type", b.typ, "data", b.data}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _ := protocol.ParseID(id)
+		if err := e.rdb.Publish(ctx, keys.Live(job), protocol.EncodeLive(pid, event.Type(b.typ), b.data)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok(j.Progress(ctx, publisher.Step{Step: 1, Total: 2}))
+	ok(j.Complete(ctx, "r", nil))
+	if err := s.WaitDone(t); err != nil {
+		t.Fatal(err)
+	}
+	// A resume from the start replays the stream: the same events only.
+	first := s.Events()[0].ID
+	resumed := streamtest.Open(t, []string{g.streamURL(job)}, first)
+	if err := resumed.WaitDone(t); err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range [][]event.Message{s.Events(), resumed.Events()} {
+		var types []string
+		for _, m := range got {
+			var head struct{ Type, JobID string }
+			if err := json.Unmarshal(m.Data, &head); err != nil || head.JobID != job || head.Type != m.Event {
+				t.Errorf("a client got %s %q", m.Event, m.Data)
+			}
+			types = append(types, m.Event)
+		}
+		if len(types) == 0 || types[len(types)-1] != "complete" {
+			t.Errorf("a client got %v, want the valid events up to complete", types)
+		}
+	}
+	if n := len(s.Events()); n != 3 { // status (snapshot), progress, complete
+		t.Errorf("the live client got %d events, want 3", n)
+	}
+	for _, b := range bad {
+		if got := g.metric(t, "ssegate_invalid_events_total", "reason", b.reason); got < 1 {
+			t.Errorf("ssegate_invalid_events_total{reason=%q} = %v", b.reason, got)
+		}
+	}
+}
