@@ -82,3 +82,43 @@ func TestInvalidEventsAreDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreadableTerminalEvent: a finished job whose stored terminal event
+// cannot be read still gets a terminal event, with the job's last event ID,
+// so the client stops (its reconnect gets 204) instead of reconnecting for
+// ever: a complete without its report, or an error saying so.
+func TestUnreadableTerminalEvent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.gateway(testConfig())
+	ok := must(t)
+	ctx := context.Background()
+	for _, tc := range []struct{ job, want string }{{"unreadable-done", "complete"}, {"unreadable-failed", "error"}} {
+		j := e.pub.Job(tc.job)
+		ok(j.Register(ctx))
+		var last string
+		if tc.want == "complete" {
+			last = ok(j.Complete(ctx, "r-1", json.RawMessage(`{"n":1}`)))
+		} else {
+			last = ok(j.Fail(ctx, "boom", "X", false))
+		}
+		if err := e.rdb.HSet(ctx, keys.State(tc.job), protocol.FieldResult, "{garbage").Err(); err != nil {
+			t.Fatal(err)
+		}
+		status, _, body := rawGet(t, g.streamURL(tc.job, "includeReport=true"), "Accept", "text/event-stream")
+		got := decode(t, body)
+		if status != 200 || len(got) != 1 || got[0].Event != tc.want || got[0].ID != last {
+			t.Fatalf("%s: %d %q, want one %s event with ID %s", tc.job, status, body, tc.want, last)
+		}
+		var head struct{ JobID, Code string }
+		if err := json.Unmarshal(got[0].Data, &head); err != nil || head.JobID != tc.job {
+			t.Errorf("%s: data %s", tc.job, got[0].Data)
+		}
+		if tc.want == "error" && head.Code != "UNREADABLE_EVENT" {
+			t.Errorf("%s: code %q, want UNREADABLE_EVENT", tc.job, head.Code)
+		}
+		if status, _, _ := rawGet(t, g.streamURL(tc.job), "Last-Event-ID", last); status != 204 {
+			t.Errorf("%s: reconnect with the terminal ID: %d, want 204", tc.job, status)
+		}
+	}
+}
