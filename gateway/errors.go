@@ -30,6 +30,9 @@ const (
 	CodeNotReady             = "NOT_READY"
 	CodeHeadersTooLarge      = "HEADERS_TOO_LARGE"
 	CodeInternal             = "INTERNAL"
+	// CodeUnreadableEvent is the code of the error event sent in place of
+	// a failed job's stored error event when that cannot be read.
+	CodeUnreadableEvent = "UNREADABLE_EVENT"
 )
 
 // apiError is an error answered as JSON with its status.

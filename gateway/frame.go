@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -83,11 +84,23 @@ func (f *frame) wireFor(includeReport bool) ([]byte, error) {
 type encoder struct {
 	store     *store
 	maxReport int
+	metrics   *metrics // counts invalid events; nil in some unit tests
 }
 
 // frame builds the frame of one stored event: a stream entry or a live
 // message, which carry the same type and data.
+//
+// Every event is checked against the event model here, once per frame
+// (whatever the number of clients it goes to): one that fails is counted
+// in ssegate_invalid_events_total{reason} and returned as an
+// *event.InvalidError, for the caller to log and skip.
 func (e *encoder) frame(job string, id protocol.ID, typ event.Type, data string, live bool) (*frame, error) {
+	if err := event.Check(job, typ, []byte(data)); err != nil {
+		if ie := (*event.InvalidError)(nil); errors.As(err, &ie) && e.metrics != nil {
+			e.metrics.invalidEvents.WithLabelValues(ie.Reason).Inc()
+		}
+		return nil, fmt.Errorf("event %s of %q: %w", id, job, err)
+	}
 	f := &frame{id: id, typ: typ, live: live}
 	if typ != event.TypeComplete {
 		wire, err := encode(id, typ, []byte(data))

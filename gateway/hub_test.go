@@ -48,7 +48,7 @@ func newTestHub(t *testing.T, cfg Config, manual bool) *hubEnv {
 }
 
 func progressData(job string, step int) string {
-	return fmt.Sprintf(`{"type":"progress","jobId":%q,"step":%d,"totalSteps":100}`, job, step)
+	return fmt.Sprintf(`{"type":"progress","jobId":%q,"step":%d,"totalSteps":100,"currentStep":"","percentage":%d,"estimatedRemainingMs":null,"timestamp":"2026-11-27T03:40:30.123Z"}`, job, step, step)
 }
 
 // queuedIDs takes what is queued for c and returns the event IDs, batch

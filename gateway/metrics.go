@@ -36,6 +36,7 @@ type metrics struct {
 	requests        *prometheus.CounterVec
 	panics          prometheus.Counter
 	watcherFailures prometheus.Counter
+	invalidEvents   *prometheus.CounterVec
 }
 
 // Answers to stream requests: the label of ssegate_stream_requests_total.
@@ -88,6 +89,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ssegate_panics_total", Help: "Handler panics recovered into a 500.",
 		}),
+		invalidEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ssegate_invalid_events_total", Help: "Stored or live events that are not of the event model, dropped before any client, by reason.",
+		}, []string{"reason"}),
 		watcherFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ssegate_close_watcher_failures_total", Help: "Failures of the epoll close watcher; its connections fall back to reader goroutines.",
 		}),
@@ -108,11 +112,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{refuseDraining, refuseFull, refuseJobFull, refuseRedis} {
 		m.refusals.WithLabelValues(r)
 	}
+	for _, r := range []string{event.InvalidType, event.InvalidJSON, event.InvalidJob, event.InvalidShape, event.InvalidTimestamp} {
+		m.invalidEvents.WithLabelValues(r)
+	}
 	for _, a := range []string{answerStream, answerNoContent, answerNotFound, answerBadRequest, answerRefused, answerGone} {
 		m.requests.WithLabelValues(a)
 	}
 	reg.MustRegister(m.connections, m.opened, m.closed, m.subscribedJobs, sent, m.eventsReplayed,
-		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics, m.watcherFailures)
+		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics, m.watcherFailures, m.invalidEvents)
 	return m
 }
 

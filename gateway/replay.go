@@ -136,11 +136,41 @@ func (s *Server) result(w *writer, job string, q streamQuery, st *jobState) erro
 	}
 	f, err := s.enc.frame(job, st.lastID, typ, st.result, false)
 	if err != nil {
-		return err
+		// The stored event is unreadable (it was logged and counted as
+		// invalid): answer the terminal state as well as it can be told,
+		// with the job's last event ID, so that the client stops instead of
+		// coming back for ever.
+		s.log.Warn("the terminal event of a finished job is unreadable; sending a stand-in", "job", job, "err", err)
+		if f, err = s.standInResult(job, st); err != nil {
+			return err
+		}
 	}
 	w.last = protocol.ID{}
 	_, err = w.frame(f, q.includeReport, false)
 	return err
+}
+
+// standInResult is the terminal event of a finished job whose stored one
+// cannot be read: a complete without its report (and the reportId if that
+// much can be read), or an error with code UNREADABLE_EVENT.
+func (s *Server) standInResult(job string, st *jobState) (*frame, error) {
+	at := event.At(st.updatedAt)
+	var e event.Event
+	if st.status == event.StatusCompleted {
+		var rec struct {
+			ReportID string `json:"reportId"`
+		}
+		_ = json.Unmarshal([]byte(st.result), &rec)
+		e = event.CompleteEvent{Type: event.TypeComplete, JobID: job, ReportID: rec.ReportID, Timestamp: at}
+	} else {
+		e = event.ErrorEvent{Type: event.TypeError, JobID: job, Error: "the job failed; its error event cannot be read",
+			Code: CodeUnreadableEvent, Timestamp: at}
+	}
+	wire, err := encodeJSON(st.lastID, e)
+	if err != nil {
+		return nil, err
+	}
+	return &frame{id: st.lastID, typ: e.EventType(), wire: wire}, nil
 }
 
 func (s *Server) resetEvent(job string) []byte {

@@ -74,8 +74,8 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	}
 	keys := protocol.NewKeys(cfg.KeyPrefix)
 	st := &store{rdb: rdb, keys: keys, timeout: cfg.RedisTimeout}
-	enc := &encoder{store: st, maxReport: cfg.ReportMaxBytes}
 	m := newMetrics(reg)
+	enc := &encoder{store: st, maxReport: cfg.ReportMaxBytes, metrics: m}
 	hub := newHub(cfg, st, enc, m)
 	hub.broker = newRedisBroker(rdb, cfg, keys, hub.events(), m, instanceID())
 	s := &Server{cfg: cfg, store: st, enc: enc, hub: hub, metrics: m, registry: reg, log: cfg.Logger}
