@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Reasons an event fails Check: the label of the gateway's
@@ -40,74 +41,67 @@ func Check(job string, typ Type, data []byte) error {
 	if bytes.ContainsAny(data, "\r\n") {
 		return invalid(InvalidJSON, "the data spans more than one line")
 	}
-	if t := bytes.TrimLeft(data, " \t"); len(t) == 0 || t[0] != '{' || !json.Valid(data) {
+	if t := bytes.TrimLeft(data, " \t"); len(t) == 0 || t[0] != '{' {
 		return invalid(InvalidJSON, "the data is not a JSON object")
 	}
-	var head struct {
-		Type      *Type           `json:"type"`
-		JobID     *string         `json:"jobId"`
-		Timestamp json.RawMessage `json:"timestamp"`
+	// One pass: Unmarshal validates the whole input before it decodes, and
+	// every member a shape needs is decoded here. A missing member decodes
+	// as its zero value, which each rule below refuses where it matters.
+	var m struct {
+		Type       Type   `json:"type"`
+		JobID      string `json:"jobId"`
+		Timestamp  string `json:"timestamp"`
+		Status     Status `json:"status"`
+		Step       int    `json:"step"`
+		TotalSteps int    `json:"totalSteps"`
+		Percentage int    `json:"percentage"`
+		Remaining  *int64 `json:"estimatedRemainingMs"`
+		Error      string `json:"error"`
+		Retryable  bool   `json:"retryable"`
+		HasReport  bool   `json:"hasReport"`
+		Current    string `json:"currentStep"`
+		Code       string `json:"code"`
+		ReportID   string `json:"reportId"`
 	}
-	if err := json.Unmarshal(data, &head); err != nil {
-		return invalid(InvalidShape, "%v", err)
+	if err := json.Unmarshal(data, &m); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			if te.Field == "timestamp" {
+				return invalid(InvalidTimestamp, "the timestamp is not a string")
+			}
+			if te.Field == "type" {
+				return invalid(InvalidType, "the data's type is not a string")
+			}
+			return invalid(InvalidShape, "member %q is not a %s", te.Field, te.Type)
+		}
+		return invalid(InvalidJSON, "the data is not a JSON object: %v", err)
 	}
 	switch typ {
 	case TypeStatus, TypeProgress, TypeError, TypeComplete:
 	default:
 		return invalid(InvalidType, "%q is not a published event type", typ)
 	}
-	if head.Type == nil || *head.Type != typ {
+	if m.Type != typ {
 		return invalid(InvalidType, "the data's type is not %q", typ)
 	}
-	if head.JobID == nil || *head.JobID != job {
+	if m.JobID != job {
 		return invalid(InvalidJob, "the data's jobId is not %q", job)
 	}
-	var ts Timestamp
-	if len(head.Timestamp) == 0 || ts.UnmarshalJSON(head.Timestamp) != nil {
-		return invalid(InvalidTimestamp, "no RFC 3339 timestamp")
-	}
-	return checkShape(typ, data)
-}
-
-// checkShape decodes data into its type's struct and checks the members
-// that must be there.
-func checkShape(typ Type, data []byte) error {
-	shape := func(err error) error {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return invalid(InvalidShape, "member %q is not a %s", te.Field, te.Type)
-		}
-		return invalid(InvalidShape, "%v", err)
+	if _, err := time.Parse(time.RFC3339Nano, m.Timestamp); err != nil {
+		return invalid(InvalidTimestamp, "timestamp %q is not RFC 3339", m.Timestamp)
 	}
 	switch typ {
 	case TypeStatus:
-		var e StatusEvent
-		if err := json.Unmarshal(data, &e); err != nil {
-			return shape(err)
-		}
-		if !e.Status.Valid() {
-			return invalid(InvalidShape, "status %q is not one of pending, processing, completed, failed", e.Status)
+		if !m.Status.Valid() {
+			return invalid(InvalidShape, "status %q is not one of pending, processing, completed, failed", m.Status)
 		}
 	case TypeProgress:
-		var e ProgressEvent
-		if err := json.Unmarshal(data, &e); err != nil {
-			return shape(err)
-		}
-		if e.TotalSteps < 1 || e.Step < 0 || e.Step > e.TotalSteps || e.Percentage < 0 || e.Percentage > 100 {
-			return invalid(InvalidShape, "step %d of %d at %d%% is out of range", e.Step, e.TotalSteps, e.Percentage)
+		if m.TotalSteps < 1 || m.Step < 0 || m.Step > m.TotalSteps || m.Percentage < 0 || m.Percentage > 100 {
+			return invalid(InvalidShape, "step %d of %d at %d%% is out of range", m.Step, m.TotalSteps, m.Percentage)
 		}
 	case TypeError:
-		var e ErrorEvent
-		if err := json.Unmarshal(data, &e); err != nil {
-			return shape(err)
-		}
-		if e.Error == "" {
+		if m.Error == "" {
 			return invalid(InvalidShape, "an error event without its error message")
-		}
-	case TypeComplete:
-		var e CompleteRecord
-		if err := json.Unmarshal(data, &e); err != nil {
-			return shape(err)
 		}
 	}
 	return nil

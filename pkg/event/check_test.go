@@ -75,3 +75,15 @@ func TestCheckAcceptsBuiltEvents(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCheck checks one progress event as the gateway does, once per
+// event whatever the number of clients.
+func BenchmarkCheck(b *testing.B) {
+	data := []byte(`{"type":"progress","jobId":"bench","step":2,"totalSteps":8,"currentStep":"Aggregating","percentage":25,"estimatedRemainingMs":42000,"timestamp":"2026-11-27T03:40:30.123Z"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Check("bench", TypeProgress, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
