@@ -38,13 +38,18 @@ type Server struct {
 	handler   http.Handler // everything, the stream route and Use's middleware included
 	retryHint []byte
 
-	active  atomic.Int64           // admitted streams, for MaxConnections
-	serving atomic.Bool            //
-	streams sync.WaitGroup         // admitted streams, until their end ran
-	connsMu sync.Mutex             // guards conns
-	conns   map[*connSink]struct{} // streams taken over from net/http, to close at a forced shutdown
-	watcher *closeWatcher          // notices closed taken-over connections; nil: readers do
-	readers sync.WaitGroup         // reader goroutines watching connections without the watcher
+	active atomic.Int64 // admitted streams, for MaxConnections
+	// refusedSecond and refusedCount count the limit refusals of the
+	// current second (see refusedBackoff); a race at the turn of a second
+	// only blurs the count.
+	refusedSecond atomic.Int64
+	refusedCount  atomic.Int64
+	serving       atomic.Bool            //
+	streams       sync.WaitGroup         // admitted streams, until their end ran
+	connsMu       sync.Mutex             // guards conns
+	conns         map[*connSink]struct{} // streams taken over from net/http, to close at a forced shutdown
+	watcher       *closeWatcher          // notices closed taken-over connections; nil: readers do
+	readers       sync.WaitGroup         // reader goroutines watching connections without the watcher
 
 	// hookTakenOver, when set (by tests), runs right after a stream's
 	// connection is taken over from net/http.

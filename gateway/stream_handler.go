@@ -105,6 +105,16 @@ func (sr *streamRequest) serve() error {
 	if s.hub.draining.Load() {
 		return sr.refuse(refuseDraining)
 	}
+	// Unknown and finished jobs are answered before admission, from the
+	// state alone: only a stream that stays open takes a slot, so a full
+	// instance still ends finished jobs' streams and answers 404s. A job
+	// this instance is subscribed to already was running a moment ago;
+	// the read after joining decides.
+	if !s.hub.live(sr.job) {
+		if _, answered, err := sr.lookUp(); answered {
+			return err
+		}
+	}
 	if !s.admit() {
 		return sr.refuse(refuseFull)
 	}
@@ -124,15 +134,6 @@ func (sr *streamRequest) serve() error {
 	}()
 	ctx := r.Context()
 
-	// A first look without subscribing: unknown and finished jobs are
-	// answered from the state alone. A job this instance is subscribed to
-	// already was running a moment ago; the read after joining decides.
-	if !s.hub.live(sr.job) {
-		if _, answered, err := sr.lookUp(); answered {
-			return err
-		}
-	}
-
 	// A running job: attach to its live events first, then read where it
 	// stands, so nothing published in between is missed.
 	a.cl = newClient(s.cfg.ClientBuffer, q.includeReport)
@@ -141,6 +142,9 @@ func (sr *streamRequest) serve() error {
 	case errors.Is(err, errDraining):
 		return sr.refuse(refuseDraining)
 	case errors.Is(err, errJobFull):
+		if _, answered, err := sr.lookUp(); answered { // finished meanwhile?
+			return err
+		}
 		return sr.refuse(refuseJobFull)
 	case errors.Is(err, errNotReady):
 		return sr.refuse(refuseRedis)
