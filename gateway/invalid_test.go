@@ -3,7 +3,10 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -120,5 +123,41 @@ func TestUnreadableTerminalEvent(t *testing.T) {
 		if status, _, _ := rawGet(t, g.streamURL(tc.job), "Last-Event-ID", last); status != 204 {
 			t.Errorf("%s: reconnect with the terminal ID: %d, want 204", tc.job, status)
 		}
+	}
+}
+
+// TestVanishedJob: a job whose keys disappear (deleted, flushed, evicted,
+// expired) ends its streams within about a heartbeat interval, and a
+// reconnect gets the 404 that stops an EventSource.
+func TestVanishedJob(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.Heartbeat = 300 * time.Millisecond
+	g := e.gateway(cfg)
+	ok := must(t)
+	ctx := context.Background()
+	for _, vanish := range []string{"DEL", "FLUSHALL"} {
+		job := "vanish-" + strings.ToLower(vanish)
+		ok(e.pub.Job(job).Register(ctx))
+		s := streamtest.Open(t, []string{g.streamURL(job)}, "")
+		s.WaitEvents(t, 1)
+		start := time.Now()
+		if vanish == "DEL" {
+			e.redis.Do(t, "DEL", keys.State(job), keys.Events(job))
+		} else {
+			e.redis.Do(t, "FLUSHALL")
+		}
+		streamtest.Eventually(t, job+": stream ended", func() bool {
+			return g.metric(t, "ssegate_connections_closed_total", "reason", "job_gone") >= 1 && g.metric(t, "ssegate_connections") == 0
+		})
+		if took := time.Since(start); took > 10*cfg.Heartbeat {
+			t.Errorf("%s: noticed after %v, want about a heartbeat interval (%v)", vanish, took, cfg.Heartbeat)
+		}
+		s.Close()
+		if status, _, _ := rawGet(t, g.streamURL(job), "Accept", "text/event-stream"); status != http.StatusNotFound {
+			t.Errorf("%s: reconnect got %d, want 404", vanish, status)
+		}
+		e.redis.Do(t, "CONFIG", "RESETSTAT")
 	}
 }
