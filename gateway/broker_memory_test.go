@@ -234,6 +234,16 @@ func (m *memHistory) after(ctx context.Context, job string, id protocol.ID) ([]r
 	return out, found, nil
 }
 
+func (m *memHistory) exist(ctx context.Context, jobs []string) ([]bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]bool, len(jobs))
+	for i, job := range jobs {
+		_, out[i] = m.entries[job]
+	}
+	return out, nil
+}
+
 func (m *memHistory) page(ctx context.Context, job string, id protocol.ID, n int64) ([]redis.XMessage, error) {
 	if err := m.wait(ctx); err != nil {
 		return nil, err

@@ -43,6 +43,7 @@ type Hub struct {
 	joinTimeout  time.Duration
 	linger       time.Duration
 	retry        time.Duration
+	vanishEvery  time.Duration // how often jobs with clients are checked to still exist
 
 	mu   sync.RWMutex // guards jobs and, of every jobSub, refs, live, ready, lostLive and lingering
 	jobs map[string]*jobSub
@@ -82,7 +83,7 @@ func newHub(cfg Config, hist history, enc *encoder, m *metrics) *Hub {
 	return &Hub{
 		hist: hist, enc: enc, metrics: m, log: cfg.Logger,
 		maxPerJob: cfg.MaxConnectionsPerJob, clientBuffer: cfg.ClientBuffer, joinTimeout: cfg.JoinTimeout,
-		linger: cfg.Linger, retry: cfg.Retry,
+		linger: cfg.Linger, retry: cfg.Retry, vanishEvery: cfg.Heartbeat,
 		jobs: map[string]*jobSub{}, drained: make(chan struct{}), ctx: context.Background(),
 	}
 }
@@ -97,7 +98,10 @@ func (h *Hub) events() brokerEvents {
 func (h *Hub) run(ctx context.Context) {
 	h.ctx = ctx
 	h.running.Store(true)
+	var wg sync.WaitGroup
+	wg.Go(func() { h.watchVanished(ctx) })
 	h.broker.run(ctx)
+	wg.Wait()
 	h.running.Store(false)
 	h.wg.Wait()
 	h.mu.Lock()
@@ -280,6 +284,60 @@ func (h *Hub) delivered(job, payload string) {
 		return
 	}
 	js.publish(f, h.metrics)
+}
+
+// watchVanished ends the streams of jobs that stopped existing (their keys
+// deleted, flushed, evicted or expired), which would otherwise hear
+// nothing until their timeout: every vanishEvery, one pipelined EXISTS per
+// job with clients, not per client. The clients are closed with a retry
+// hint; their reconnect gets the 404 that stops an EventSource.
+func (h *Hub) watchVanished(ctx context.Context) {
+	t := time.NewTicker(h.vanishEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.mu.RLock()
+		var jobs []string
+		for job, js := range h.jobs {
+			if js.live && js.refs > 0 {
+				jobs = append(jobs, job)
+			}
+		}
+		h.mu.RUnlock()
+		for len(jobs) > 0 {
+			n := min(len(jobs), replayPage)
+			exist, err := h.hist.exist(ctx, jobs[:n])
+			if err != nil {
+				break // Redis trouble is the canary's to report; try again next time
+			}
+			for i, ok := range exist {
+				if !ok {
+					h.vanished(jobs[i])
+				}
+			}
+			jobs = jobs[n:]
+		}
+	}
+}
+
+// vanished closes the streams of a job that no longer exists.
+func (h *Hub) vanished(job string) {
+	h.mu.RLock()
+	js := h.jobs[job]
+	h.mu.RUnlock()
+	if js == nil {
+		return
+	}
+	h.log.Warn("job vanished from Redis (deleted, flushed, evicted or expired); closing its streams", "job", job)
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	for _, c := range js.clients {
+		c.kick(reasonJobGone, jitter(h.retry))
+	}
 }
 
 // publish fans a live frame out to the job's clients.

@@ -17,6 +17,7 @@ const (
 	reasonResync     = "resync"         // Redis pub/sub reconnected while the stream was starting
 	reasonRedis      = "redis_error"    // Redis failed during a replay
 	reasonPanic      = "internal_error" // the handler panicked (ssegate_panics_total)
+	reasonJobGone    = "job_gone"       // the job's keys vanished from Redis
 )
 
 // metrics are the gateway's Prometheus metrics, registered on one registry.
@@ -103,7 +104,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.eventsSent[i] = sent.WithLabelValues(string(t))
 	}
 	// Every label value exists from the start, so dashboards see zeros.
-	for _, r := range []string{reasonClientGone, reasonFinished, reasonTimeout, reasonSlow, reasonShutdown, reasonResync, reasonRedis, reasonPanic} {
+	for _, r := range []string{reasonClientGone, reasonFinished, reasonTimeout, reasonSlow, reasonShutdown, reasonResync, reasonRedis, reasonPanic, reasonJobGone} {
 		m.closed.WithLabelValues(r)
 	}
 	for _, op := range []string{"state", "replay", "report", "snapshot", "pubsub", "canary", "resync"} {

@@ -24,6 +24,9 @@ type history interface {
 	after(ctx context.Context, job string, id protocol.ID) (entries []redis.XMessage, found bool, err error)
 	// page returns up to n entries after id.
 	page(ctx context.Context, job string, id protocol.ID, n int64) ([]redis.XMessage, error)
+	// exist reports, for each job, whether it still exists (its state
+	// hash is there), in one round trip.
+	exist(ctx context.Context, jobs []string) ([]bool, error)
 }
 
 var _ history = (*store)(nil)

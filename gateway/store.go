@@ -129,6 +129,26 @@ func (s *store) report(ctx context.Context, job string, max int) (report json.Ra
 	return json.RawMessage(v), false, nil
 }
 
+// exist reports, for each job, whether its state hash exists: one
+// pipelined EXISTS per job (each its own slot on a Cluster).
+func (s *store) exist(ctx context.Context, jobs []string) ([]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(jobs))
+	for i, job := range jobs {
+		cmds[i] = pipe.Exists(ctx, s.keys.State(job))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("check that jobs exist: %w", err)
+	}
+	out := make([]bool, len(jobs))
+	for i, c := range cmds {
+		out[i] = c.Val() > 0
+	}
+	return out, nil
+}
+
 // isRegistration reports whether a stream entry is a job's first event:
 // the pending status that Register writes.
 func isRegistration(e redis.XMessage) bool {
