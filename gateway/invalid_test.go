@@ -161,3 +161,34 @@ func TestVanishedJob(t *testing.T) {
 		e.redis.Do(t, "CONFIG", "RESETSTAT")
 	}
 }
+
+// TestLiveMessageAheadOfTheStream: a live message whose ID is far ahead of
+// anything the stream can hold (a made-up 99999999999999-0) moves no one's
+// position: the job's real events after it, complete included, still reach
+// its clients, and the mismatch is counted.
+func TestLiveMessageAheadOfTheStream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.gateway(testConfig())
+	ok := must(t)
+	ctx := context.Background()
+	const job = "fake-id"
+	j := e.pub.Job(job)
+	ok(j.Register(ctx))
+	s := streamtest.Open(t, []string{g.streamURL(job)}, "")
+	s.WaitEvents(t, 1)
+	fake := protocol.ID{Ms: 99999999999999}
+	data := `{"type":"status","jobId":"fake-id","status":"processing","timestamp":"2026-11-27T03:40:30.123Z"}`
+	if err := e.rdb.Publish(ctx, keys.Live(job), protocol.EncodeLive(fake, event.TypeStatus, data)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ok(j.Progress(ctx, publisher.Step{Step: 1, Total: 2}))
+	ok(j.Complete(ctx, "r", nil))
+	if err := s.WaitDone(t); err != nil {
+		t.Fatal(err)
+	}
+	streamtest.AssertExactlyOnce(t, s.Events(), e.history(job))
+	if got := g.metric(t, "ssegate_live_mismatches_total", "kind", "ahead"); got != 1 {
+		t.Errorf("ssegate_live_mismatches_total{kind=ahead} = %v, want 1", got)
+	}
+}
