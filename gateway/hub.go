@@ -278,6 +278,15 @@ func (h *Hub) delivered(job, payload string) {
 		h.log.Warn("ignoring a live message that is not protocol v1", "job", job, "err", err)
 		return
 	}
+	if limit := uint64(time.Now().Add(maxLiveLead).UnixMilli()); lm.ID.Ms > limit {
+		// No stream entry can have this ID yet: the stream is the truth,
+		// the live channel a hint. Drop it, and re-read the stream (once
+		// per job: a refill) so the job goes on from what it really holds.
+		h.metrics.liveMismatches.WithLabelValues("ahead").Inc()
+		h.log.Warn("ignoring a live message whose ID is ahead of any stream entry; re-reading the job's stream", "job", job, "id", lm.ID.String())
+		h.refill(js)
+		return
+	}
 	f, err := h.enc.frame(job, lm.ID, lm.Type, lm.Data, true)
 	if err != nil {
 		h.log.Warn("ignoring an unreadable live event", "job", job, "err", err)

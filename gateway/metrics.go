@@ -38,6 +38,7 @@ type metrics struct {
 	panics          prometheus.Counter
 	watcherFailures prometheus.Counter
 	invalidEvents   *prometheus.CounterVec
+	liveMismatches  *prometheus.CounterVec
 }
 
 // Answers to stream requests: the label of ssegate_stream_requests_total.
@@ -93,6 +94,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		invalidEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ssegate_invalid_events_total", Help: "Stored or live events that are not of the event model, dropped before any client, by reason.",
 		}, []string{"reason"}),
+		liveMismatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ssegate_live_mismatches_total", Help: "Live messages dropped because their ID cannot be in the job's stream (the stream is re-read), by kind.",
+		}, []string{"kind"}),
 		watcherFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ssegate_close_watcher_failures_total", Help: "Failures of the epoll close watcher; its connections fall back to reader goroutines.",
 		}),
@@ -116,11 +120,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{event.InvalidType, event.InvalidJSON, event.InvalidJob, event.InvalidShape, event.InvalidTimestamp} {
 		m.invalidEvents.WithLabelValues(r)
 	}
+	m.liveMismatches.WithLabelValues("ahead")
 	for _, a := range []string{answerStream, answerNoContent, answerNotFound, answerBadRequest, answerRefused, answerGone} {
 		m.requests.WithLabelValues(a)
 	}
 	reg.MustRegister(m.connections, m.opened, m.closed, m.subscribedJobs, sent, m.eventsReplayed,
-		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics, m.watcherFailures, m.invalidEvents)
+		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics, m.watcherFailures, m.invalidEvents, m.liveMismatches)
 	return m
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -12,6 +13,11 @@ import (
 // maxPending bounds the live frames a job holds back while it refills a gap
 // from its stream; past it the refill simply reads the stream again.
 const maxPending = 10000
+
+// maxLiveLead is how far ahead of this instance's clock a live message's ID
+// (the Redis clock of its XADD) may be before it is taken for one that is
+// not in the stream: clock skew between hosts stays far below it.
+const maxLiveLead = 30 * time.Second
 
 // maxRefills bounds the refills that run at once, whatever the number of
 // jobs whose subscriptions came back together.
