@@ -21,7 +21,7 @@ SCENARIOS := TestRollingRestart|TestCrash|TestPubSubCut|TestRedisRestart|TestSlo
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-test: lint unit fuzz deploy-check
+test: lint unit fuzz deploy-check interop
 
 unit:
 	$(GO) test -race -count=1 -timeout 10m ./...
@@ -75,6 +75,15 @@ image:
 .PHONY: deploy-check
 deploy-check:
 	cd deploy && $(GO) test -count=1 ./...
+
+# The interoperability suite (test/interop, a Go module of its own): SSE
+# clients this project did not write (the eventsource and
+# @microsoft/fetch-event-source npm packages, tmaxmax/go-sse, r3labs/sse,
+# headless Chromium) against the real gateway and redis-server. Needs Node.js
+# 20+ with npm; the README's client compatibility table is what it measures.
+.PHONY: interop
+interop:
+	cd test/interop && (cd node && npm ci --no-audit --no-fund) && $(GO) test -count=1 ./...
 
 clean:
 	rm -rf bin $(BIN)
