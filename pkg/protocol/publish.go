@@ -26,21 +26,35 @@ var PublishScript = redis.NewScript(publishSource)
 // PublishSource returns the text of the publish script.
 func PublishSource() string { return publishSource }
 
-// Errors returned by the publish script (matched by their reply's first word).
+// Errors returned by the publish script (matched by their reply's first
+// word). ErrBadKeys, ErrBadData and ErrBadReport are also ErrBadArgs, so a
+// caller that tests only for ErrBadArgs sees every refused argument.
 var (
-	ErrJobExists   = errors.New("job already registered")
-	ErrJobNotFound = errors.New("job not registered")
-	ErrJobFinished = errors.New("job already finished")
-	ErrBadArgs     = errors.New("publish script refused its arguments")
+	ErrJobExists         = errors.New("job already registered")
+	ErrJobNotFound       = errors.New("job not registered")
+	ErrJobFinished       = errors.New("job already finished")
+	ErrBadArgs           = errors.New("publish script refused its arguments")
+	ErrBadKeys     error = &badArgs{"publish script refused its keys"}
+	ErrBadData     error = &badArgs{"publish script refused the event's data"}
+	ErrBadReport   error = &badArgs{"publish script refused the report"}
 )
+
+// badArgs is a refusal of one kind of argument; it is also ErrBadArgs.
+type badArgs struct{ msg string }
+
+func (e *badArgs) Error() string        { return e.msg }
+func (e *badArgs) Is(target error) bool { return target == ErrBadArgs }
 
 // scriptErrors maps the first word of a script error reply to its sentinel.
 var scriptErrors = map[string]error{
-	"SSEGATE_EXISTS":    ErrJobExists,
-	"SSEGATE_NOT_FOUND": ErrJobNotFound,
-	"SSEGATE_FINISHED":  ErrJobFinished,
-	"SSEGATE_BAD_ARGS":  ErrBadArgs,
-	"SSEGATE_VERSION":   ErrBadArgs,
+	"SSEGATE_EXISTS":     ErrJobExists,
+	"SSEGATE_NOT_FOUND":  ErrJobNotFound,
+	"SSEGATE_FINISHED":   ErrJobFinished,
+	"SSEGATE_KEYS":       ErrBadKeys,
+	"SSEGATE_VERSION":    ErrBadArgs,
+	"SSEGATE_BAD_ARGS":   ErrBadArgs,
+	"SSEGATE_BAD_DATA":   ErrBadData,
+	"SSEGATE_BAD_REPORT": ErrBadReport,
 }
 
 // Op says whether a publish creates the job or adds to an existing one.
@@ -80,7 +94,8 @@ type PublishArgs struct {
 // Publish runs the publish script for job and returns the new event's stream
 // ID. It makes one round trip (EVALSHA, or EVAL the first time a server sees
 // the script). Script refusals come back as ErrJobExists, ErrJobNotFound,
-// ErrJobFinished or ErrBadArgs, wrapped.
+// ErrJobFinished or ErrBadArgs (some as ErrBadKeys, ErrBadData or
+// ErrBadReport, which are also ErrBadArgs), wrapped.
 func Publish(ctx context.Context, rdb redis.Scripter, keys Keys, job string, a PublishArgs) (string, error) {
 	if a.MaxLen <= 0 {
 		a.MaxLen = DefaultMaxLen
@@ -111,7 +126,7 @@ func scriptError(err error) error {
 	if errors.As(err, &rerr) {
 		word, msg, _ := strings.Cut(rerr.Error(), " ")
 		if sentinel, ok := scriptErrors[word]; ok {
-			if sentinel == ErrBadArgs {
+			if errors.Is(sentinel, ErrBadArgs) {
 				return fmt.Errorf("%w: %s", sentinel, msg)
 			}
 			return sentinel

@@ -2,7 +2,10 @@ package protocol_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -317,4 +320,128 @@ func restore(t *testing.T, ctx context.Context, rdb *redis.Client, s dbSnapshot)
 			t.Fatalf("RESTORE %s: %v", k, err)
 		}
 	}
+}
+
+// TestPublishRefusalSentinels checks the Go errors of the new refusals: each
+// has its sentinel, and each is also ErrBadArgs, as before.
+func TestPublishRefusalSentinels(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, srv *redistest.Server, rdb *redis.Client) {
+		ctx := context.Background()
+		register(t, rdb, refuseJob)
+		for _, c := range []struct {
+			a    protocol.PublishArgs
+			want error
+		}{
+			{protocol.PublishArgs{Op: protocol.OpPublish, Type: event.TypeError, Data: strings.Replace(refuseError, `"jobId":"j"`, `"jobId":"other"`, 1)}, protocol.ErrBadData},
+			{protocol.PublishArgs{Op: protocol.OpPublish, Type: event.TypeComplete, Data: refuseComplete, Report: `{"rows":`}, protocol.ErrBadReport},
+			{protocol.PublishArgs{Op: protocol.OpPublish, Type: event.TypeError, Data: refuseError, Report: `{}`}, protocol.ErrBadReport},
+		} {
+			_, err := protocol.Publish(ctx, rdb, keys, refuseJob, c.a)
+			if !errors.Is(err, c.want) || !errors.Is(err, protocol.ErrBadArgs) {
+				t.Errorf("%+v: err = %v, want %v (and ErrBadArgs)", c.a, err, c.want)
+			}
+		}
+		if errors.Is(protocol.ErrBadData, protocol.ErrBadReport) || errors.Is(protocol.ErrBadArgs, protocol.ErrBadData) {
+			t.Error("the sentinels are not distinct")
+		}
+	})
+}
+
+// TestPublishScriptReportIsJSONAsGoReadsIt checks that the script takes a
+// report exactly when encoding/json does (cjson alone takes NaN, hex, 01 and
+// raw control characters, and refuses lone surrogates), over tricky cases and
+// random mutations of valid JSON.
+func TestPublishScriptReportIsJSONAsGoReadsIt(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	if !srv.Real() {
+		t.Skip("the script's refusals are checked against a real redis-server")
+	}
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	reports := []string{
+		`0`, `-0`, `1e+05`, `1E-5`, `-0.5e3`, `10.05`, `1.`, `.5`, `01`, `-01`, `+1`, `1e`, `1e+`, `-`, `0x10`,
+		`NaN`, `Infinity`, `-Infinity`, `nan`, `inf`, `true`, `false`, `null`, `nul`, `"x"`, `""`, `"\u00e9"`,
+		`"\ud800"`, `"\udc00x"`, `"\ud83d\ude00"`, `"\\ud800"`, `"\\"`, `"\"`, "\"a\tb\"", "\"a\x01b\"", "\"a\x7fb\"",
+		"{\n\t\"a\": [true, false, null]\r\n}", `{"a":1,}`, `[1,]`, `{} {}`, `{}x`, `[`, `]`, `{"a"}`, `{"a":}`,
+		`{"e":1e5,"E":[1E5,-1e-5,0e0,0.0e+0]}`, `-.5`, `1.e5`, `0x1p3`, `-nan`, `nan(1)`, `infinity`, `-0.0E-0`, `[-0]`, `{"a":"NaN","b":"0x10","c":"01"}`, `["\"", "\\", "\/"]`,
+	}
+	seeds := []string{
+		`{"a":[1,-2.5e+3,true,null,"x\"\\u00e9"],"b":{"c":0.5,"d":[]}}`,
+		`[0,10,-0.0,1E9,"e",{"f":false}]`,
+		`-10.5e-3`,
+		`"a\tb\u00e9c"`,
+	}
+	const alphabet = "{}[]:,\"\\ 0123456789.eE+-tfnualsxXNIiAyu\t\n\x01"
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 5000; i++ {
+		b := []byte(seeds[i%len(seeds)])
+		for n := 1 + rnd.IntN(3); n > 0; n-- {
+			at := rnd.IntN(len(b))
+			switch c := alphabet[rnd.IntN(len(alphabet))]; rnd.IntN(3) {
+			case 0:
+				b = append(b[:at], b[at+1:]...)
+			case 1:
+				b = append(b[:at], append([]byte{c}, b[at:]...)...)
+			default:
+				b[at] = c
+			}
+		}
+		reports = append(reports, string(b))
+	}
+	valid := 0
+	for i, r := range reports {
+		if r == "" {
+			continue
+		}
+		job := fmt.Sprintf("report-%d", i)
+		register(t, rdb, job)
+		data := strings.Replace(refuseComplete, `"jobId":"j"`, `"jobId":"`+job+`"`, 1)
+		args := append([]any{"EVAL", protocol.PublishSource(), 3}, toAny(jobKeys(job))...)
+		args = append(args, "1", "publish", "complete", data, "", r, "0", "0", "1000", "86400000", "3600000", "PUBLISH")
+		_, err := rdb.Do(ctx, args...).Result()
+		want := json.Valid([]byte(r))
+		if want {
+			valid++
+		}
+		switch {
+		case want && err != nil:
+			t.Errorf("report %q is JSON, refused: %v", r, err)
+		case !want && (err == nil || !strings.HasPrefix(err.Error(), "SSEGATE_BAD_REPORT ")):
+			t.Errorf("report %q is not JSON, reply %v", r, err)
+		}
+	}
+	t.Logf("%d reports, %d of them JSON", len(reports), valid)
+}
+
+// TestPublishScriptTakesEveryValidEdgeCase: what JSON allows is taken, on
+// both backends (miniredis's Lua is the embedded demo Redis's).
+func TestPublishScriptTakesEveryValidEdgeCase(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, srv *redistest.Server, rdb *redis.Client) {
+		ctx := context.Background()
+		for i, report := range []string{
+			`null`, `0`, `"\ud800"`, `"\\"`, "{\n\t\"a\": [1e5, -0.5, 1E-7, -0, true, false, null, \"x\\\"y\"]\r\n}",
+			`{"title":"Ünïcode \u00e9 \ud83d\ude00","rows":[[1,2.25],[3,-4]],"empty":{},"none":[]}`,
+		} {
+			job := fmt.Sprintf("edge-%d", i)
+			register(t, rdb, job)
+			step := `{"type":"progress","jobId":"` + job + `","step":1,"totalSteps":2,"currentStep":"\u00e9t\u00e9 \"quoted\" \\ \ud800","percentage":50,"estimatedRemainingMs":null,"timestamp":"2026-11-27T03:55:26.227Z"}`
+			if _, err := protocol.Publish(ctx, rdb, keys, job, protocol.PublishArgs{
+				Op: protocol.OpPublish, Type: event.TypeProgress, Step: 1, Total: 2, Data: step,
+			}); err != nil {
+				t.Errorf("progress %s: %v", step, err)
+			}
+			done := strings.Replace(refuseComplete, `"jobId":"j"`, `"jobId":"`+job+`"`, 1)
+			if _, err := protocol.Publish(ctx, rdb, keys, job, protocol.PublishArgs{
+				Op: protocol.OpPublish, Type: event.TypeComplete, Data: done, Report: report,
+			}); err != nil {
+				t.Errorf("report %q: %v", report, err)
+			}
+			if got := rdb.HGet(ctx, keys.State(job), "report").Val(); got != report {
+				t.Errorf("stored report %q, want %q", got, report)
+			}
+		}
+	})
 }
