@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -29,6 +32,7 @@ func (s *Server) api() *echo.Echo {
 		return nil
 	})
 	e.GET("/api/reports/:jobId", s.handleSnapshot)
+	e.GET("/api/reports/:jobId/report", s.handleReport)
 	e.GET("/healthz", s.handleHealth)
 	e.GET("/readyz", s.handleReady)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})))
@@ -45,6 +49,10 @@ type snapshotResponse struct {
 	UpdatedAt   event.Timestamp `json:"updatedAt"`
 	LastEventID string          `json:"lastEventId"`
 	Report      json.RawMessage `json:"report,omitempty"`
+	// ReportTooLarge and ReportURL: the report was asked for and is over
+	// the inline limit; it is at ReportURL.
+	ReportTooLarge bool   `json:"reportTooLarge,omitempty"`
+	ReportURL      string `json:"reportUrl,omitempty"`
 }
 
 // handleSnapshot serves GET /api/reports/:jobId: where a job stands, for
@@ -82,16 +90,88 @@ func (s *Server) handleSnapshot(c echo.Context) error {
 		if err := json.Unmarshal([]byte(st.result), &rec); err == nil {
 			resp.ReportID = &rec.ReportID
 			if includeReport && rec.HasReport {
-				report, _, err := s.store.report(ctx, job, s.cfg.ReportMaxBytes)
+				report, tooLarge, err := s.store.report(ctx, job, s.cfg.ReportMaxBytes)
 				if err != nil {
 					return s.snapshotFailed(c, err)
 				}
 				resp.Report = report
+				if tooLarge {
+					resp.ReportTooLarge, resp.ReportURL = true, reportURL(job)
+				}
 			}
 		}
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, resp)
+}
+
+// maxServedReport bounds the report GET /api/reports/:jobId/report reads
+// into memory; publishers refuse larger ones long before (1 MiB by default).
+const maxServedReport = 64 << 20
+
+// reportURL is where a job's report is served.
+func reportURL(job string) string { return "/api/reports/" + job + "/report" }
+
+// handleReport serves GET /api/reports/:jobId/report: the report of a
+// completed job, for reports over the inline limit and for clients that
+// fetch it apart. A report never changes once its job completed, so the
+// job's last event ID is its ETag.
+func (s *Server) handleReport(c echo.Context) error {
+	job := c.Param("jobId")
+	if !protocol.ValidJobID(job) {
+		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
+	}
+	ctx := c.Request().Context()
+	st, err := s.store.state(ctx, job)
+	switch {
+	case err != nil:
+		return s.snapshotFailed(c, err)
+	case st == nil:
+		return &apiError{Status: http.StatusNotFound, Message: "no such job", Code: CodeJobNotFound}
+	case !st.status.Terminal():
+		return &apiError{Status: http.StatusConflict, Message: "the job is still running; its report comes with its complete event", Code: CodeJobRunning}
+	}
+	var report json.RawMessage
+	if st.status == event.StatusCompleted {
+		if report, _, err = s.store.report(ctx, job, maxServedReport); err != nil {
+			return s.snapshotFailed(c, err)
+		}
+	}
+	if report == nil {
+		return &apiError{Status: http.StatusNotFound, Message: "the job has no report", Code: CodeReportNotFound}
+	}
+	h := c.Response().Header()
+	etag := `"` + st.lastID.String() + `"`
+	h.Set("ETag", etag)
+	h.Set("Cache-Control", "private, no-cache")
+	h.Set("Vary", "Accept-Encoding")
+	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && (inm == "*" || strings.Contains(inm, etag)) {
+		return c.NoContent(http.StatusNotModified)
+	}
+	if acceptsGzip(c.Request()) {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		_, _ = zw.Write(report)
+		if err := zw.Close(); err == nil {
+			h.Set("Content-Encoding", "gzip")
+			return c.Blob(http.StatusOK, "application/json", b.Bytes())
+		}
+	}
+	return c.Blob(http.StatusOK, "application/json", report)
+}
+
+// acceptsGzip reports whether the request's Accept-Encoding names gzip
+// (with a q other than 0).
+func acceptsGzip(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept-Encoding") {
+		for part := range strings.SplitSeq(v, ",") {
+			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if strings.EqualFold(strings.TrimSpace(name), "gzip") && strings.ReplaceAll(params, " ", "") != "q=0" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *Server) snapshotFailed(c echo.Context, err error) error {

@@ -58,7 +58,9 @@ type Config struct {
 	// 40 KiB more per open stream. HTTP/2 streams always stay with net/http.
 	NoTakeOver bool
 	// ReportMaxBytes is the largest report sent in a complete event; a larger
-	// one is announced with includeReport:false. Default 1 MiB.
+	// one is announced with includeReport:false and reportTooLarge, with
+	// the URL that serves it. Default 64 KiB: tmaxmax/go-sse and r3labs/sse
+	// read at most 64 KiB per line and retry a longer complete for ever.
 	ReportMaxBytes int
 
 	// CORSOrigins are the origins allowed to read streams and snapshots
@@ -115,7 +117,7 @@ const (
 	DefaultMaxConnectionsPerJob = 1000
 	DefaultClientBuffer         = 64
 	DefaultWriteTimeout         = 10 * time.Second
-	DefaultReportMaxBytes       = 1 << 20
+	DefaultReportMaxBytes       = 60 << 10 // with the event around it, under 64 KiB
 	DefaultShutdownGrace        = 5 * time.Second
 	DefaultPubSubConns          = 4
 	DefaultLinger               = time.Second

@@ -28,7 +28,7 @@ func TestConfigWithDefaults(t *testing.T) {
 		MaxConnectionsPerJob: 1000,
 		ClientBuffer:         64,
 		WriteTimeout:         10 * time.Second,
-		ReportMaxBytes:       1 << 20,
+		ReportMaxBytes:       60 << 10,
 		CORSOrigins:          []string{"*"},
 		ShutdownGrace:        5 * time.Second,
 		ShutdownTimeout:      10 * time.Second,

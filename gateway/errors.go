@@ -30,6 +30,8 @@ const (
 	CodeNotReady             = "NOT_READY"
 	CodeHeadersTooLarge      = "HEADERS_TOO_LARGE"
 	CodeInternal             = "INTERNAL"
+	CodeJobRunning           = "JOB_RUNNING"
+	CodeReportNotFound       = "REPORT_NOT_FOUND"
 	// CodeUnreadableEvent is the code of the error event sent in place of
 	// a failed job's stored error event when that cannot be read.
 	CodeUnreadableEvent = "UNREADABLE_EVENT"

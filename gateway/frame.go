@@ -123,11 +123,16 @@ func (e *encoder) frame(job string, id protocol.ID, typ event.Type, data string,
 		f.withReport = &reportVariant{load: func() ([]byte, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), e.store.timeout)
 			defer cancel()
-			report, _, err := e.store.report(ctx, job, e.maxReport)
+			report, tooLarge, err := e.store.report(ctx, job, e.maxReport)
 			if err != nil {
 				return nil, err
 			}
-			if report == nil { // too large, or gone: announce it without
+			if tooLarge { // announce it without, and say where it is
+				ev := rec.ForClient(nil)
+				ev.ReportTooLarge, ev.ReportURL = true, reportURL(job)
+				return encodeJSON(id, ev)
+			}
+			if report == nil { // gone meanwhile: announce it without
 				return base, nil
 			}
 			return encodeJSON(id, rec.ForClient(report))

@@ -44,7 +44,7 @@ func TestDefaults(t *testing.T) {
 	if cfg.Addr != "127.0.0.1:8080" || cfg.KeyPrefix != "ssegate" || cfg.Heartbeat != 30*time.Second ||
 		cfg.DefaultTimeout != 5*time.Minute || cfg.MaxTimeout != 10*time.Minute || cfg.Retry != 2*time.Second ||
 		cfg.MaxConnections != gateway.DefaultMaxConnections || cfg.MaxConnectionsPerJob != gateway.DefaultMaxConnectionsPerJob ||
-		cfg.ReportMaxBytes != 1<<20 || len(cfg.CORSOrigins) != 1 || cfg.CORSOrigins[0] != "*" {
+		cfg.ReportMaxBytes != 60<<10 || len(cfg.CORSOrigins) != 1 || cfg.CORSOrigins[0] != "*" {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	if o.redisURL != "" || o.embeddedAddr != "127.0.0.1:6380" || o.logLevel != "info" || o.logFormat != "text" || o.demo != "auto" {

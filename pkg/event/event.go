@@ -130,7 +130,12 @@ type CompleteEvent struct {
 	ReportID      string          `json:"reportId"`
 	IncludeReport bool            `json:"includeReport"`
 	Report        json.RawMessage `json:"report,omitempty"`
-	Timestamp     Timestamp       `json:"timestamp"`
+	// ReportTooLarge is true, with ReportURL, when the client asked for
+	// the report and it was over the gateway's inline limit: fetch it from
+	// ReportURL (GET /api/reports/{jobId}/report) instead.
+	ReportTooLarge bool      `json:"reportTooLarge,omitempty"`
+	ReportURL      string    `json:"reportUrl,omitempty"`
+	Timestamp      Timestamp `json:"timestamp"`
 }
 
 // CompleteRecord is the complete event as stored in Redis (stream, state hash

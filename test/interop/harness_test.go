@@ -66,11 +66,13 @@ func newEnv(t *testing.T) *env {
 	return &env{t: t, redis: srv, gw: gw, pub: publisher.New(srv.Client(t))}
 }
 
-// defaultLimit returns an env on the same Redis whose gateway has the
-// default --report-max-bytes (1 MiB).
+// defaultLimit returns an env on the same Redis whose gateway inlines
+// reports up to 1 MiB (--report-max-bytes 1048576, the default until
+// 2026-12-02; today's 60 KiB default announces a larger report with
+// reportTooLarge and its URL instead).
 func (e *env) defaultLimit() *env {
 	e.t.Helper()
-	gw := gatewaytest.Start(e.t, e.redis.URL(), gatewaytest.WithFlags("--log-format", "json", "--log-level", "info"))
+	gw := gatewaytest.Start(e.t, e.redis.URL(), gatewaytest.WithFlags("--report-max-bytes", "1048576", "--log-format", "json", "--log-level", "info"))
 	return &env{t: e.t, redis: e.redis, gw: gw, pub: e.pub}
 }
 
