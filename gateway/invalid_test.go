@@ -192,3 +192,44 @@ func TestLiveMessageAheadOfTheStream(t *testing.T) {
 		t.Errorf("ssegate_live_mismatches_total{kind=ahead} = %v, want 1", got)
 	}
 }
+
+// TestLiveMessageSlightlyAhead: a made-up live ID only a little ahead of
+// the clock (within the lead a real one may have) is forwarded at first,
+// but the job's next check finds its position ahead of its stream: its
+// clients are sent back through Last-Event-ID (a reset and the snapshot)
+// and the real events after it reach them.
+func TestLiveMessageSlightlyAhead(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.Heartbeat = 300 * time.Millisecond
+	g := e.gateway(cfg)
+	ok := must(t)
+	ctx := context.Background()
+	const job = "fake-near"
+	j := e.pub.Job(job)
+	ok(j.Register(ctx))
+	s := streamtest.Open(t, []string{g.streamURL(job)}, "")
+	s.WaitEvents(t, 1)
+	fake := protocol.ID{Ms: uint64(time.Now().Add(20 * time.Second).UnixMilli())}
+	data := `{"type":"status","jobId":"fake-near","status":"processing","timestamp":"2026-11-27T03:40:30.123Z"}`
+	if err := e.rdb.Publish(ctx, keys.Live(job), protocol.EncodeLive(fake, event.TypeStatus, data)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitEvents(t, 2)
+	streamtest.Eventually(t, "mismatch noticed", func() bool {
+		return g.metric(t, "ssegate_live_mismatches_total", "kind", "not_in_stream") >= 1
+	})
+	ok(j.Progress(ctx, publisher.Step{Step: 1, Total: 2}))
+	ok(j.Complete(ctx, "r", nil))
+	if err := s.WaitDone(t); err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, m := range s.Events() {
+		types = append(types, m.Event)
+	}
+	if got := strings.Join(types, ","); !strings.Contains(got, "reset") || !strings.HasSuffix(got, "complete") {
+		t.Errorf("the client got %s, want a reset and the job through to complete", got)
+	}
+}
