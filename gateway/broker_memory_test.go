@@ -234,12 +234,16 @@ func (m *memHistory) after(ctx context.Context, job string, id protocol.ID) ([]r
 	return out, found, nil
 }
 
-func (m *memHistory) exist(ctx context.Context, jobs []string) ([]bool, error) {
+func (m *memHistory) check(ctx context.Context, jobs []string) ([]jobCheck, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]bool, len(jobs))
+	out := make([]jobCheck, len(jobs))
 	for i, job := range jobs {
-		_, out[i] = m.entries[job]
+		var entries []redis.XMessage
+		entries, out[i].exists = m.entries[job]
+		if len(entries) > 0 {
+			out[i].tip, _ = protocol.ParseID(entries[len(entries)-1].ID)
+		}
 	}
 	return out, nil
 }

@@ -295,11 +295,16 @@ func (h *Hub) delivered(job, payload string) {
 	js.publish(f, h.metrics)
 }
 
-// watchVanished ends the streams of jobs that stopped existing (their keys
-// deleted, flushed, evicted or expired), which would otherwise hear
-// nothing until their timeout: every vanishEvery, one pipelined EXISTS per
-// job with clients, not per client. The clients are closed with a retry
-// hint; their reconnect gets the 404 that stops an EventSource.
+// watchVanished checks, every vanishEvery, each job with clients (not each
+// client), in one pipelined round trip:
+//   - that it still exists: the streams of a job whose keys were deleted,
+//     flushed, evicted or expired would otherwise hear nothing until their
+//     timeout; they are closed with a retry hint, and their reconnect gets
+//     the 404 that stops an EventSource;
+//   - that its position is not ahead of its stream: a made-up live message
+//     (an ID no entry has) moved it, hiding the real events behind that ID;
+//     its clients are sent back to resume from their Last-Event-ID, which
+//     answers from what the stream really holds.
 func (h *Hub) watchVanished(ctx context.Context) {
 	t := time.NewTicker(h.vanishEvery)
 	defer t.Stop()
@@ -311,24 +316,30 @@ func (h *Hub) watchVanished(ctx context.Context) {
 		}
 		h.mu.RLock()
 		var jobs []string
+		var sent []protocol.ID // each job's position, taken before its stream is read
 		for job, js := range h.jobs {
 			if js.live && js.refs > 0 {
-				jobs = append(jobs, job)
+				js.mu.Lock()
+				jobs, sent = append(jobs, job), append(sent, js.lastID)
+				js.mu.Unlock()
 			}
 		}
 		h.mu.RUnlock()
 		for len(jobs) > 0 {
 			n := min(len(jobs), replayPage)
-			exist, err := h.hist.exist(ctx, jobs[:n])
+			checks, err := h.hist.check(ctx, jobs[:n])
 			if err != nil {
 				break // Redis trouble is the canary's to report; try again next time
 			}
-			for i, ok := range exist {
-				if !ok {
+			for i, c := range checks {
+				switch {
+				case !c.exists:
 					h.vanished(jobs[i])
+				case c.tip.Less(sent[i]): // a stream only grows at its end
+					h.aheadOfStream(jobs[i], sent[i], c.tip)
 				}
 			}
-			jobs = jobs[n:]
+			jobs, sent = jobs[n:], sent[n:]
 		}
 	}
 }
@@ -346,6 +357,29 @@ func (h *Hub) vanished(job string) {
 	defer js.mu.Unlock()
 	for _, c := range js.clients {
 		c.kick(reasonJobGone, jitter(h.retry))
+	}
+}
+
+// aheadOfStream sends the clients of a job whose position (sent) is ahead
+// of its stream's newest entry (tip) back to resume, and takes the job's
+// position back to the tip, so that the real events after it flow again.
+func (h *Hub) aheadOfStream(job string, sent, tip protocol.ID) {
+	h.mu.RLock()
+	js := h.jobs[job]
+	h.mu.RUnlock()
+	if js == nil {
+		return
+	}
+	h.metrics.liveMismatches.WithLabelValues("not_in_stream").Inc()
+	h.log.Warn("the job's position is ahead of its stream (a live message that is not in it); its streams resume from their Last-Event-ID",
+		"job", job, "position", sent.String(), "stream_tip", tip.String())
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	if js.lastID == sent {
+		js.lastID = tip
+	}
+	for _, c := range js.clients {
+		c.kick(reasonResync, jitter(h.retry))
 	}
 }
 

@@ -121,6 +121,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.invalidEvents.WithLabelValues(r)
 	}
 	m.liveMismatches.WithLabelValues("ahead")
+	m.liveMismatches.WithLabelValues("not_in_stream")
 	for _, a := range []string{answerStream, answerNoContent, answerNotFound, answerBadRequest, answerRefused, answerGone} {
 		m.requests.WithLabelValues(a)
 	}

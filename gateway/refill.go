@@ -30,9 +30,16 @@ type history interface {
 	after(ctx context.Context, job string, id protocol.ID) (entries []redis.XMessage, found bool, err error)
 	// page returns up to n entries after id.
 	page(ctx context.Context, job string, id protocol.ID, n int64) ([]redis.XMessage, error)
-	// exist reports, for each job, whether it still exists (its state
-	// hash is there), in one round trip.
-	exist(ctx context.Context, jobs []string) ([]bool, error)
+	// check reports, for each job, whether it still exists (its state
+	// hash is there) and the ID of its stream's newest entry, in one round
+	// trip.
+	check(ctx context.Context, jobs []string) ([]jobCheck, error)
+}
+
+// jobCheck is what history.check found of one job.
+type jobCheck struct {
+	exists bool
+	tip    protocol.ID // the newest entry of its stream; zero if none
 }
 
 var _ history = (*store)(nil)

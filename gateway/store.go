@@ -129,22 +129,28 @@ func (s *store) report(ctx context.Context, job string, max int) (report json.Ra
 	return json.RawMessage(v), false, nil
 }
 
-// exist reports, for each job, whether its state hash exists: one
-// pipelined EXISTS per job (each its own slot on a Cluster).
-func (s *store) exist(ctx context.Context, jobs []string) ([]bool, error) {
+// check reports, for each job, whether its state hash exists and its
+// stream's newest ID: one pipelined EXISTS and XREVRANGE … COUNT 1 per job
+// (each job its own slot on a Cluster).
+func (s *store) check(ctx context.Context, jobs []string) ([]jobCheck, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, len(jobs))
+	exists := make([]*redis.IntCmd, len(jobs))
+	tips := make([]*redis.XMessageSliceCmd, len(jobs))
 	for i, job := range jobs {
-		cmds[i] = pipe.Exists(ctx, s.keys.State(job))
+		exists[i] = pipe.Exists(ctx, s.keys.State(job))
+		tips[i] = pipe.XRevRangeN(ctx, s.keys.Events(job), "+", "-", 1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("check that jobs exist: %w", err)
+		return nil, fmt.Errorf("check jobs: %w", err)
 	}
-	out := make([]bool, len(jobs))
-	for i, c := range cmds {
-		out[i] = c.Val() > 0
+	out := make([]jobCheck, len(jobs))
+	for i := range jobs {
+		out[i].exists = exists[i].Val() > 0
+		if e := tips[i].Val(); len(e) > 0 {
+			out[i].tip, _ = protocol.ParseID(e[0].ID)
+		}
 	}
 	return out, nil
 }
