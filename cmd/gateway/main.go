@@ -54,6 +54,7 @@ type options struct {
 	pprofAddr    string
 	linger       time.Duration
 	accessLog    onOff
+	sendBuffer   int
 }
 
 // envTwins maps each flag to its environment variable.
@@ -108,7 +109,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	fs.IntVar(&o.maxJobConns, "max-connections-per-job", gateway.DefaultMaxConnectionsPerJob, "open streams per job per instance; 0: unlimited")
 	fs.IntVar(&cfg.ClientBuffer, "client-buffer", gateway.DefaultClientBuffer, "events queued per client before it is cut as slow")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", gateway.DefaultWriteTimeout, "longest write to a client before it is cut as slow")
-	fs.IntVar(&cfg.SendBuffer, "send-buffer", 0, "SO_SNDBUF of client connections in bytes; 0: OS default (autotuned)")
+	fs.IntVar(&o.sendBuffer, "send-buffer", gateway.DefaultSendBuffer, "SO_SNDBUF of client connections in bytes (small: a stalled client is cut while it can still resume exactly); 0: OS default (autotuned)")
 	fs.IntVar(&cfg.ReportMaxBytes, "report-max-bytes", gateway.DefaultReportMaxBytes, "largest report sent in a complete event")
 	fs.StringVar(&o.corsOrigins, "cors-origins", "*", "comma-separated allowed origins; * for any (without credentials)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", gateway.DefaultShutdownGrace, "time over which streams are closed in waves on shutdown")
@@ -151,6 +152,14 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		cfg.Addr = embeddedAddr
 	}
 	cfg.NoAccessLog = o.accessLog == "off"
+	switch {
+	case o.sendBuffer < 0:
+		return cfg, o, fmt.Errorf("--send-buffer must not be negative, got %d", o.sendBuffer)
+	case o.sendBuffer == 0:
+		cfg.SendBuffer = -1 // the flag's "0: OS default" is the Config's negative
+	default:
+		cfg.SendBuffer = o.sendBuffer
+	}
 	if fs.NArg() > 0 {
 		return cfg, o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
