@@ -90,7 +90,7 @@ func (g *servedGateway) openRaw(t *testing.T) (net.Conn, *bufio.Reader) {
 func TestPanicAfterTakeOverEndsTheStream(t *testing.T) {
 	t.Parallel()
 	g := serveForTest(t, func(s *Server) { s.hookTakenOver = func() { panic("test: after take-over") } })
-	conn, r := g.openRaw(t)
+	_, r := g.openRaw(t)
 	resp, err := http.ReadResponse(r, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,6 @@ func TestPanicAfterTakeOverEndsTheStream(t *testing.T) {
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil && !strings.Contains(err.Error(), "unexpected EOF") {
 		t.Fatalf("reading the stream: %v (want it closed by the server)", err)
 	}
-	_ = conn
 	// The connection is closed first; the rest is released right after.
 	released := func() bool {
 		return g.s.active.Load() == 0 && testutil.ToFloat64(g.s.metrics.connections) == 0 &&
@@ -135,7 +134,7 @@ func TestShutdownWaitsForAdmittedStream(t *testing.T) {
 			<-release
 		}
 	})
-	conn, r := g.openRaw(t)
+	_, r := g.openRaw(t)
 	<-inHook
 	g.cancel()
 	select {
@@ -162,5 +161,4 @@ func TestShutdownWaitsForAdmittedStream(t *testing.T) {
 	if !strings.Contains(string(body), "retry:") {
 		t.Errorf("the stream ended without a retry hint: %q", body)
 	}
-	_ = conn
 }

@@ -39,7 +39,6 @@ type Hub struct {
 	log     *slog.Logger
 
 	maxPerJob    int
-	clientBuffer int
 	joinTimeout  time.Duration
 	linger       time.Duration
 	retry        time.Duration
@@ -82,7 +81,7 @@ type jobSub struct {
 func newHub(cfg Config, hist history, enc *encoder, m *metrics) *Hub {
 	return &Hub{
 		hist: hist, enc: enc, metrics: m, log: cfg.Logger,
-		maxPerJob: cfg.MaxConnectionsPerJob, clientBuffer: cfg.ClientBuffer, joinTimeout: cfg.JoinTimeout,
+		maxPerJob: cfg.MaxConnectionsPerJob, joinTimeout: cfg.JoinTimeout,
 		linger: cfg.Linger, retry: cfg.Retry, vanishEvery: cfg.Heartbeat,
 		jobs: map[string]*jobSub{}, drained: make(chan struct{}), ctx: context.Background(),
 	}
