@@ -38,11 +38,11 @@ type Hub struct {
 	metrics *metrics
 	log     *slog.Logger
 
-	maxPerJob    int
-	joinTimeout  time.Duration
-	linger       time.Duration
-	retry        time.Duration
-	vanishEvery  time.Duration // how often jobs with clients are checked to still exist
+	maxPerJob   int
+	joinTimeout time.Duration
+	linger      time.Duration
+	retry       time.Duration
+	vanishEvery time.Duration // how often jobs with clients are checked to still exist
 
 	mu   sync.RWMutex // guards jobs and, of every jobSub, refs, live, ready, lostLive and lingering
 	jobs map[string]*jobSub
