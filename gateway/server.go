@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,6 +168,26 @@ func (s *Server) Use(mw ...func(http.Handler) http.Handler) {
 // Run or Serve.
 func (s *Server) Handle(method, path string, h http.Handler) {
 	s.echo.Add(method, path, echo.WrapHandler(h))
+}
+
+// A Route is one method and path the Server answers, in Echo's syntax
+// (":jobId" for a path parameter).
+type Route struct{ Method, Path string }
+
+// Routes lists the routes of the API, the stream route and routes added
+// with Handle included, sorted: what docs/openapi.yaml must describe.
+func (s *Server) Routes() []Route {
+	var rs []Route
+	for _, r := range s.echo.Routes() {
+		if r.Method == echo.RouteNotFound {
+			continue
+		}
+		rs = append(rs, Route{Method: r.Method, Path: r.Path})
+	}
+	slices.SortFunc(rs, func(a, b Route) int {
+		return cmp.Or(strings.Compare(a.Path, b.Path), strings.Compare(a.Method, b.Method))
+	})
+	return slices.Compact(rs)
 }
 
 // Registry returns the registry the gateway's metrics are on.
