@@ -88,6 +88,10 @@ func (k Keys) JobFromLive(channel string) (string, bool) {
 	return channel[len(p)+2 : len(channel)-len("}:live")], true
 }
 
+// Idempotency is the key recording the publish made with an idempotency
+// key, for its window.
+func (k Keys) Idempotency(job, key string) string { return k.key(job, "idem:"+key) }
+
 // Canary names a channel that carries no job: gateways send themselves
 // messages on it to prove their pub/sub connections deliver.
 func (k Keys) Canary(name string) string { return k.Prefix() + ":canary:" + name }

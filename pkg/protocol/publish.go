@@ -30,13 +30,16 @@ func PublishSource() string { return publishSource }
 // word). ErrBadKeys, ErrBadData and ErrBadReport are also ErrBadArgs, so a
 // caller that tests only for ErrBadArgs sees every refused argument.
 var (
-	ErrJobExists         = errors.New("job already registered")
-	ErrJobNotFound       = errors.New("job not registered")
-	ErrJobFinished       = errors.New("job already finished")
-	ErrBadArgs           = errors.New("publish script refused its arguments")
-	ErrBadKeys     error = &badArgs{"publish script refused its keys"}
-	ErrBadData     error = &badArgs{"publish script refused the event's data"}
-	ErrBadReport   error = &badArgs{"publish script refused the report"}
+	ErrJobExists   = errors.New("job already registered")
+	ErrJobNotFound = errors.New("job not registered")
+	ErrJobFinished = errors.New("job already finished")
+	ErrBadArgs     = errors.New("publish script refused its arguments")
+	// ErrIdempotencyKeyReused: the idempotency key was used, within its
+	// window, for a publish with other arguments.
+	ErrIdempotencyKeyReused       = errors.New("idempotency key already used for another event")
+	ErrBadKeys              error = &badArgs{"publish script refused its keys"}
+	ErrBadData              error = &badArgs{"publish script refused the event's data"}
+	ErrBadReport            error = &badArgs{"publish script refused the report"}
 )
 
 // badArgs is a refusal of one kind of argument; it is also ErrBadArgs.
@@ -47,14 +50,15 @@ func (e *badArgs) Is(target error) bool { return target == ErrBadArgs }
 
 // scriptErrors maps the first word of a script error reply to its sentinel.
 var scriptErrors = map[string]error{
-	"SSEGATE_EXISTS":     ErrJobExists,
-	"SSEGATE_NOT_FOUND":  ErrJobNotFound,
-	"SSEGATE_FINISHED":   ErrJobFinished,
-	"SSEGATE_KEYS":       ErrBadKeys,
-	"SSEGATE_VERSION":    ErrBadArgs,
-	"SSEGATE_BAD_ARGS":   ErrBadArgs,
-	"SSEGATE_BAD_DATA":   ErrBadData,
-	"SSEGATE_BAD_REPORT": ErrBadReport,
+	"SSEGATE_EXISTS":      ErrJobExists,
+	"SSEGATE_NOT_FOUND":   ErrJobNotFound,
+	"SSEGATE_FINISHED":    ErrJobFinished,
+	"SSEGATE_KEYS":        ErrBadKeys,
+	"SSEGATE_VERSION":     ErrBadArgs,
+	"SSEGATE_BAD_ARGS":    ErrBadArgs,
+	"SSEGATE_BAD_DATA":    ErrBadData,
+	"SSEGATE_BAD_REPORT":  ErrBadReport,
+	"SSEGATE_IDEMPOTENCY": ErrIdempotencyKeyReused,
 }
 
 // Op says whether a publish creates the job or adds to an existing one.
@@ -71,6 +75,11 @@ const (
 	DefaultMaxLen    = 1000
 	DefaultRetention = time.Hour
 	DefaultStaleTTL  = 24 * time.Hour
+	// DefaultIdempotencyWindow is how long an idempotency key's publish is
+	// remembered.
+	DefaultIdempotencyWindow = time.Hour
+	// MaxIdempotencyKeyLen is the longest idempotency key accepted.
+	MaxIdempotencyKeyLen = 255
 )
 
 // PublishArgs are the arguments of one publish. Data must already be the
@@ -89,6 +98,33 @@ type PublishArgs struct {
 	StaleTTL  time.Duration // expiry while the job runs; 0 means DefaultStaleTTL
 	Retention time.Duration // expiry after a terminal event; 0 means DefaultRetention
 	Sharded   bool          // SPUBLISH instead of PUBLISH (Redis Cluster sharded pub/sub)
+
+	// IdempotencyKey, when set, makes the publish idempotent: a publish
+	// with the same key within IdempotencyWindow (0 means
+	// DefaultIdempotencyWindow) returns the first one's ID and writes
+	// nothing, or fails with ErrIdempotencyKeyReused if its Fingerprint
+	// differs. Fingerprint identifies the event apart from its timestamp
+	// (see publisher); "" matches any.
+	IdempotencyKey    string
+	IdempotencyWindow time.Duration
+	Fingerprint       string
+}
+
+// ErrBadIdempotencyKey is returned for an idempotency key that is longer
+// than MaxIdempotencyKeyLen or has a character outside printable ASCII.
+var ErrBadIdempotencyKey = errors.New("idempotency key must be 1-255 printable ASCII characters")
+
+// ValidIdempotencyKey reports whether key may be an idempotency key.
+func ValidIdempotencyKey(key string) bool {
+	if key == "" || len(key) > MaxIdempotencyKeyLen {
+		return false
+	}
+	for i := range len(key) {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // Publish runs the publish script for job and returns the new event's stream
@@ -110,18 +146,33 @@ func Publish(ctx context.Context, rdb redis.Scripter, keys Keys, job string, a P
 	if a.Sharded {
 		pub = "SPUBLISH"
 	}
-	res, err := PublishScript.Run(ctx, rdb,
-		[]string{keys.Events(job), keys.State(job), keys.Live(job)},
+	ks := []string{keys.Events(job), keys.State(job), keys.Live(job)}
+	args := []any{
 		strconv.Itoa(Version), string(a.Op), string(a.Type), a.Data, string(a.Status), a.Report,
 		a.Step, a.Total, a.MaxLen, a.StaleTTL.Milliseconds(), a.Retention.Milliseconds(), pub,
-	).Text()
+	}
+	if a.IdempotencyKey != "" {
+		if !ValidIdempotencyKey(a.IdempotencyKey) {
+			return "", ErrBadIdempotencyKey
+		}
+		window := a.IdempotencyWindow
+		if window <= 0 {
+			window = DefaultIdempotencyWindow
+		}
+		ks = append(ks, keys.Idempotency(job, a.IdempotencyKey))
+		args = append(args, window.Milliseconds(), a.Fingerprint)
+	}
+	res, err := PublishScript.Run(ctx, rdb, ks, args...).Text()
 	if err != nil {
-		return "", scriptError(err)
+		return "", ScriptError(err)
 	}
 	return res, nil
 }
 
-func scriptError(err error) error {
+// ScriptError maps an error reply of the publish script to its sentinel
+// (wrapped with the script's message for ErrBadArgs); other errors are
+// returned as they are.
+func ScriptError(err error) error {
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
 		word, msg, _ := strings.Cut(rerr.Error(), " ")
