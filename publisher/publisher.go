@@ -10,6 +10,8 @@ package publisher
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +37,10 @@ var (
 	ErrJobExists   = protocol.ErrJobExists   // Register of a job that exists
 	ErrJobNotFound = protocol.ErrJobNotFound // publish to a job never registered (or expired)
 	ErrJobFinished = protocol.ErrJobFinished // publish after Complete or Fail
+	// ErrIdempotencyKeyReused: a publish with the same idempotency key, but
+	// another event, ran within the window.
+	ErrIdempotencyKeyReused  = protocol.ErrIdempotencyKeyReused
+	ErrInvalidIdempotencyKey = protocol.ErrBadIdempotencyKey
 )
 
 // DefaultReportMaxBytes is the largest report accepted unless changed with
@@ -54,6 +60,7 @@ type options struct {
 	retention      time.Duration
 	staleTTL       time.Duration
 	reportMaxBytes int
+	idemWindow     time.Duration
 	now            func() time.Time
 }
 
@@ -80,6 +87,10 @@ func WithStaleTTL(d time.Duration) Option { return func(o *options) { o.staleTTL
 // is DefaultReportMaxBytes (1 MiB).
 func WithReportMaxBytes(n int) Option { return func(o *options) { o.reportMaxBytes = n } }
 
+// WithIdempotencyWindow sets how long a publish made with an idempotency key
+// (Job.WithIdempotencyKey) is remembered. The default is 1 hour.
+func WithIdempotencyWindow(d time.Duration) Option { return func(o *options) { o.idemWindow = d } }
+
 // WithClock sets the clock of event timestamps. The default is time.Now.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
@@ -91,6 +102,7 @@ func New(rdb redis.UniversalClient, opts ...Option) *Publisher {
 		retention:      protocol.DefaultRetention,
 		staleTTL:       protocol.DefaultStaleTTL,
 		reportMaxBytes: DefaultReportMaxBytes,
+		idemWindow:     protocol.DefaultIdempotencyWindow,
 		now:            time.Now,
 	}
 	for _, opt := range opts {
@@ -105,8 +117,20 @@ func (p *Publisher) Job(id string) *Job { return &Job{p: p, id: id} }
 
 // Job publishes the events of one job.
 type Job struct {
-	p  *Publisher
-	id string
+	p       *Publisher
+	id      string
+	idemKey string
+}
+
+// WithIdempotencyKey returns a handle of the same job whose publishes are
+// idempotent under key: a call retried with the same key (after a timeout,
+// say, when it is unknown whether the first one ran) returns the first
+// call's event ID and publishes nothing, for the publisher's idempotency
+// window. The same key with another event fails with
+// ErrIdempotencyKeyReused. Give each event its own key, such as
+// "step-3"; a handle is for one event.
+func (j *Job) WithIdempotencyKey(key string) *Job {
+	return &Job{p: j.p, id: j.id, idemKey: key}
 }
 
 // ID returns the job ID.
@@ -196,11 +220,35 @@ func (j *Job) publish(ctx context.Context, op string, a protocol.PublishArgs, ev
 	}
 	o := &j.p.opts
 	a.Data, a.MaxLen, a.StaleTTL, a.Retention = string(data), o.maxLen, o.staleTTL, o.retention
+	if j.idemKey != "" {
+		if !protocol.ValidIdempotencyKey(j.idemKey) {
+			return "", j.wrap(op, ErrInvalidIdempotencyKey)
+		}
+		a.IdempotencyKey, a.IdempotencyWindow, a.Fingerprint = j.idemKey, o.idemWindow, fingerprint(a, data)
+	}
 	id, err := protocol.Publish(ctx, j.p.rdb, j.p.keys, j.id, a)
 	if err != nil {
 		return "", j.wrap(op, err)
 	}
 	return id, nil
+}
+
+// fingerprint identifies an event apart from its timestamp, which a retry
+// sets anew: a hash of the operation, the event's JSON without its
+// timestamp, and the report.
+func fingerprint(a protocol.PublishArgs, data []byte) string {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return ""
+	}
+	delete(fields, "timestamp")
+	canon, _ := json.Marshal(fields) // sorted keys
+	h := sha256.New()
+	for _, part := range []string{string(a.Op), string(canon), a.Report} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 func (j *Job) wrap(op string, err error) error {

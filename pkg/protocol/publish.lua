@@ -6,6 +6,7 @@
 -- KEYS[1]  stream       <prefix>:{<job>}:events
 -- KEYS[2]  state hash   <prefix>:{<job>}:state
 -- KEYS[3]  live channel <prefix>:{<job>}:live
+-- KEYS[4]  optional: idempotency record <prefix>:{<job>}:idem:<key>
 -- ARGV[1]  protocol version, "1"
 -- ARGV[2]  op: "register" (create the job) or "publish" (add to it)
 -- ARGV[3]  type: status, progress, error or complete
@@ -16,34 +17,50 @@
 -- ARGV[9]  approximate stream length kept (XADD MAXLEN ~)
 -- ARGV[10] expiry in ms while the job runs; ARGV[11] after its terminal event
 -- ARGV[12] "PUBLISH", or "SPUBLISH" for Redis Cluster sharded pub/sub
+-- ARGV[13] with KEYS[4] only: how long the key is remembered, in ms
+-- ARGV[14] with KEYS[4] only: the event's fingerprint, or "" (any matches)
+--
+-- With KEYS[4], the publish is idempotent: if the key was used within its
+-- window, the script returns that publish's ID and writes nothing (or
+-- refuses, if the fingerprints differ); else it publishes and records the
+-- ID under the key. The record is checked before the job's state, so a
+-- retried terminal event gets its ID rather than SSEGATE_FINISHED.
 --
 -- Every check comes before the first write, so a refused call writes
 -- nothing. Refusals reply "SSEGATE_<CODE> <message>":
---   SSEGATE_KEYS        not 3 keys, or not the events, state and live keys of one job
+--   SSEGATE_KEYS        not 3 or 4 keys, or not the events, state, live (and idempotency) keys of one job
 --   SSEGATE_VERSION     ARGV[1] is not "1"
---   SSEGATE_BAD_ARGS    not 12 arguments, or one of them of the wrong kind
+--   SSEGATE_BAD_ARGS    not 12 arguments (14 with KEYS[4]), or one of them of the wrong kind
 --   SSEGATE_BAD_DATA    data not one line of a JSON object, or not of this event
 --   SSEGATE_BAD_REPORT  report not JSON, or a report on an event that is not complete
+--   SSEGATE_IDEMPOTENCY the idempotency key was used for an event with another fingerprint
 --   SSEGATE_EXISTS, SSEGATE_NOT_FOUND, SSEGATE_FINISHED  the job's state forbids it
 
 local function refuse(code, msg)
   return redis.error_reply(code .. ' ' .. msg)
 end
 
-if #KEYS ~= 3 then
-  return refuse('SSEGATE_KEYS', 'want 3 keys (the job\'s events, state and live), got ' .. #KEYS)
+if #KEYS ~= 3 and #KEYS ~= 4 then
+  return refuse('SSEGATE_KEYS', 'want 3 keys (the job\'s events, state and live) or 4 (and an idempotency key), got ' .. #KEYS)
 end
-local events, state, live = KEYS[1], KEYS[2], KEYS[3]
+local events, state, live, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local base, job = string.match(events, '^(.*:{([^{}]+)}):events$')
 if not base or state ~= base .. ':state' or live ~= base .. ':live' then
   return refuse('SSEGATE_KEYS', 'keys must be <prefix>:{<job>}:events, :state and :live of one job')
+end
+if idem and (string.sub(idem, 1, string.len(base) + 6) ~= base .. ':idem:' or string.len(idem) == string.len(base) + 6) then
+  return refuse('SSEGATE_KEYS', 'the fourth key must be <prefix>:{<job>}:idem:<key> of the same job')
 end
 
 if ARGV[1] ~= '1' then
   return refuse('SSEGATE_VERSION', 'unsupported protocol version ' .. tostring(ARGV[1]))
 end
-if #ARGV ~= 12 then
-  return refuse('SSEGATE_BAD_ARGS', 'want 12 arguments, got ' .. #ARGV)
+local nargs = 12
+if idem then
+  nargs = 14
+end
+if #ARGV ~= nargs then
+  return refuse('SSEGATE_BAD_ARGS', 'want ' .. nargs .. ' arguments with ' .. #KEYS .. ' keys, got ' .. #ARGV)
 end
 local op, etype, data, status, report = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local pub = ARGV[12]
@@ -73,6 +90,10 @@ end
 
 if not (maxlen and maxlen > 0 and stale and stale > 0 and retention and retention > 0) then
   return bad('stream length and expiries must be positive whole numbers')
+end
+local window, fingerprint = whole(ARGV[13]), ARGV[14]
+if idem and not (window and window > 0) then
+  return bad('the idempotency window must be a positive whole number')
 end
 if pub ~= 'PUBLISH' and pub ~= 'SPUBLISH' then
   return bad('publish command must be PUBLISH or SPUBLISH')
@@ -168,6 +189,17 @@ if report ~= '' then
   end
 end
 
+if idem then
+  local seen = redis.call('GET', idem)
+  if seen then
+    local id, fp = string.match(seen, '^([^\n]*)\n(.*)$')
+    if fp ~= '' and fingerprint ~= '' and fp ~= fingerprint then
+      return refuse('SSEGATE_IDEMPOTENCY', 'idempotency key already used for another event')
+    end
+    return id
+  end
+end
+
 -- One read of the state hash serves every check below.
 local known = redis.call('HMGET', state, 'status', 'started_at', 'created_at')
 local current, started_at, created_at = known[1], known[2], known[3]
@@ -239,6 +271,9 @@ table.insert(fields, 'updated_at')
 table.insert(fields, int(now))
 redis.call('HSET', state, unpack(fields))
 redis.call(pub, live, '1\n' .. id .. '\n' .. etype .. '\n' .. data)
+if idem then
+  redis.call('SET', idem, id .. '\n' .. fingerprint, 'PX', ARGV[13])
+end
 
 local ttl = ARGV[10]
 if terminal then
