@@ -31,7 +31,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			slog.Int("status", status),
 			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 			slog.Int64("bytes", rec.bytes),
-			slog.String("remote", remoteHost(r)),
+			slog.String("remote", s.clientIP(r)),
 			slog.Bool("taken_over", rec.takenOver),
 		)
 	})

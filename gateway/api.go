@@ -33,10 +33,32 @@ func (s *Server) api() *echo.Echo {
 	})
 	e.GET("/api/reports/:jobId", s.handleSnapshot)
 	e.GET("/api/reports/:jobId/report", s.handleReport)
+	if s.cfg.PublishAuth != nil {
+		e.POST("/api/reports/:jobId/events", s.handlePublish)
+	}
 	e.GET("/healthz", s.handleHealth)
 	e.GET("/readyz", s.handleReady)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})))
 	return e
+}
+
+// checkJob authenticates r (with the verifier of g), validates the job ID
+// and checks that the token grants it, in that order: 401, 400, 403. The
+// grant is checked before the job is looked up, so a token for one job
+// cannot tell whether another exists.
+func (s *Server) checkJob(r *http.Request, job string, g grant) *apiError {
+	v := s.cfg.Auth
+	if g == grantPublish {
+		v = s.cfg.PublishAuth
+	}
+	claims, err := s.authenticate(r, v)
+	if err != nil {
+		return err
+	}
+	if !protocol.ValidJobID(job) {
+		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
+	}
+	return authorize(claims, g, job)
 }
 
 // snapshotResponse is the JSON of GET /api/reports/:jobId.
@@ -59,8 +81,8 @@ type snapshotResponse struct {
 // clients that poll.
 func (s *Server) handleSnapshot(c echo.Context) error {
 	job := c.Param("jobId")
-	if !protocol.ValidJobID(job) {
-		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
+	if err := s.checkJob(c.Request(), job, grantWatch); err != nil {
+		return err
 	}
 	includeReport := false
 	if vs, ok := c.QueryParams()["includeReport"]; ok {
@@ -118,8 +140,8 @@ func reportURL(job string) string { return "/api/reports/" + job + "/report" }
 // job's last event ID is its ETag.
 func (s *Server) handleReport(c echo.Context) error {
 	job := c.Param("jobId")
-	if !protocol.ValidJobID(job) {
-		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
+	if err := s.checkJob(c.Request(), job, grantWatch); err != nil {
+		return err
 	}
 	ctx := c.Request().Context()
 	st, err := s.store.state(ctx, job)

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ssegate/ssegate/pkg/protocol"
+	"github.com/ssegate/ssegate/pkg/token"
 )
 
 // Config configures a gateway Server. The zero value of every field means its
@@ -64,6 +66,36 @@ type Config struct {
 	// the URL that serves it. Default 64 KiB: tmaxmax/go-sse and r3labs/sse
 	// read at most 64 KiB per line and retry a longer complete for ever.
 	ReportMaxBytes int
+
+	// Auth, when set, requires an access token (see package token) on the
+	// stream, snapshot and report routes, whose jobs claim covers the job;
+	// a stream ends at its token's exp, told to come back. Default nil:
+	// anyone may read any job.
+	Auth *token.Verifier
+	// PublishAuth, when set, serves POST /api/reports/:jobId/events to
+	// tokens whose publish claim covers the job. Default nil: no HTTP
+	// publishing.
+	PublishAuth *token.Verifier
+	// AuthCookie names a cookie that may carry the token, after the
+	// Authorization header and the access_token query parameter. Default
+	// "": none.
+	AuthCookie string
+	// PublishMaxBytes bounds the body of a publish request. Default 1 MiB
+	// and 16 KiB: a report of the publisher's 1 MiB limit and its event.
+	PublishMaxBytes int
+	// IdempotencyWindow is how long a publish made with an Idempotency-Key
+	// is remembered. Default 1h.
+	IdempotencyWindow time.Duration
+
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed:
+	// the client's address is the last one in it that is not a trusted
+	// proxy. Default none: the connection's peer is the client.
+	TrustedProxies []netip.Prefix
+	// MaxConnectionsPerIP limits open streams from one client address on
+	// this instance; beyond it new streams are refused (429). Default 0:
+	// no limit, since behind a proxy missing from TrustedProxies every
+	// client has the proxy's address.
+	MaxConnectionsPerIP int
 
 	// CORSOrigins are the origins allowed to read streams and snapshots
 	// from a browser. Default ["*"] (any origin, without credentials).
@@ -127,6 +159,8 @@ const (
 	DefaultJoinTimeout          = 5 * time.Second
 	DefaultCanaryInterval       = 2 * time.Second
 	DefaultRedisTimeout         = 3 * time.Second
+	DefaultPublishMaxBytes      = 1<<20 + 16<<10
+	DefaultIdempotencyWindow    = time.Hour
 )
 
 // withDefaults returns c with every zero field set to its default.
@@ -152,6 +186,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.JoinTimeout, DefaultJoinTimeout)
 	setDefault(&c.CanaryInterval, DefaultCanaryInterval)
 	setDefault(&c.RedisTimeout, DefaultRedisTimeout)
+	setDefault(&c.PublishMaxBytes, DefaultPublishMaxBytes)
+	setDefault(&c.IdempotencyWindow, DefaultIdempotencyWindow)
 	if c.CORSOrigins == nil {
 		c.CORSOrigins = []string{"*"}
 	}
@@ -179,6 +215,7 @@ func (c Config) Validate() error {
 		{"Retry", c.Retry}, {"WriteTimeout", c.WriteTimeout}, {"ShutdownGrace", c.ShutdownGrace},
 		{"ShutdownTimeout", c.ShutdownTimeout}, {"JoinTimeout", c.JoinTimeout},
 		{"CanaryInterval", c.CanaryInterval}, {"RedisTimeout", c.RedisTimeout},
+		{"IdempotencyWindow", c.IdempotencyWindow},
 	}
 	for _, p := range positive {
 		if p.d < 0 {
@@ -194,6 +231,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("gateway: config ShutdownTimeout (%v) is shorter than ShutdownGrace (%v)", c.ShutdownTimeout, c.ShutdownGrace)
 	case c.ClientBuffer < 1:
 		return fmt.Errorf("gateway: config ClientBuffer must be at least 1, got %d", c.ClientBuffer)
+	case c.PublishMaxBytes < 0:
+		return fmt.Errorf("gateway: config PublishMaxBytes must not be negative, got %d", c.PublishMaxBytes)
 	case c.ReportMaxBytes < 0:
 		return fmt.Errorf("gateway: config ReportMaxBytes must not be negative, got %d", c.ReportMaxBytes)
 	case c.PubSubConns < 1 || c.PubSubConns > 256:

@@ -42,6 +42,8 @@ type apiError struct {
 	Status  int    `json:"-"`
 	Message string `json:"error"`
 	Code    string `json:"code"`
+	// challenge, when set, is the WWW-Authenticate header of the answer.
+	challenge string
 }
 
 func (e *apiError) Error() string { return e.Message }
@@ -64,6 +66,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	if ae.challenge != "" {
+		h.Set("WWW-Authenticate", ae.challenge)
+	}
 	if r.Method == http.MethodHead {
 		w.WriteHeader(ae.Status)
 		return

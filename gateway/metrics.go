@@ -9,15 +9,16 @@ import (
 
 // Reasons a stream closes: the label of ssegate_connections_closed_total.
 const (
-	reasonClientGone = "client_gone"    // the client went away
-	reasonFinished   = "finished"       // the job's terminal event was sent
-	reasonTimeout    = "timeout"        // the stream reached its timeout
-	reasonSlow       = "slow_client"    // the client fell behind its buffer or a write timed out
-	reasonShutdown   = "shutdown"       // the instance is shutting down
-	reasonResync     = "resync"         // Redis pub/sub reconnected while the stream was starting
-	reasonRedis      = "redis_error"    // Redis failed during a replay
-	reasonPanic      = "internal_error" // the handler panicked (ssegate_panics_total)
-	reasonJobGone    = "job_gone"       // the job's keys vanished from Redis
+	reasonClientGone   = "client_gone"    // the client went away
+	reasonFinished     = "finished"       // the job's terminal event was sent
+	reasonTimeout      = "timeout"        // the stream reached its timeout
+	reasonSlow         = "slow_client"    // the client fell behind its buffer or a write timed out
+	reasonShutdown     = "shutdown"       // the instance is shutting down
+	reasonResync       = "resync"         // Redis pub/sub reconnected while the stream was starting
+	reasonRedis        = "redis_error"    // Redis failed during a replay
+	reasonPanic        = "internal_error" // the handler panicked (ssegate_panics_total)
+	reasonJobGone      = "job_gone"       // the job's keys vanished from Redis
+	reasonTokenExpired = "token_expired"  // the stream's access token reached its exp
 )
 
 // metrics are the gateway's Prometheus metrics, registered on one registry.

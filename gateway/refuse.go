@@ -16,13 +16,19 @@ const (
 	refuseFull     = "connection_limit"
 	refuseJobFull  = "job_connection_limit"
 	refuseRedis    = "redis_unavailable"
+	refuseIPFull   = "ip_connection_limit"
 )
+
+// CodeTooManyIPConnections is the code of a stream refused at
+// MaxConnectionsPerIP.
+const CodeTooManyIPConnections = "TOO_MANY_IP_CONNECTIONS"
 
 var refusals = map[string]struct{ code, msg string }{
 	refuseDraining: {CodeDraining, "this instance is shutting down; reconnect"},
 	refuseFull:     {CodeTooManyConnections, "this instance has too many open streams; reconnect later"},
 	refuseJobFull:  {CodeTooManyJobClients, "this job has too many open streams on this instance; reconnect later"},
 	refuseRedis:    {CodeRedisUnavailable, "Redis is unavailable; reconnect later"},
+	refuseIPFull:   {CodeTooManyIPConnections, "too many open streams from this address; reconnect later"},
 }
 
 // refuse turns a stream away for a transient reason. An EventSource gives up
@@ -35,7 +41,7 @@ func (sr *streamRequest) refuse(reason string) error {
 	s.metrics.refusals.WithLabelValues(reason).Inc()
 	r := refusals[reason]
 	retry := jitter(s.cfg.Retry)
-	if reason == refuseFull || reason == refuseJobFull {
+	if reason == refuseFull || reason == refuseJobFull || reason == refuseIPFull {
 		retry = jitter(s.refusedBackoff())
 	}
 	sr.answered(answerRefused)
@@ -53,7 +59,11 @@ func (sr *streamRequest) refuse(reason string) error {
 		return nil
 	}
 	sr.w.Header().Set("Retry-After", retryAfterSeconds(retry))
-	return &apiError{Status: http.StatusServiceUnavailable, Message: r.msg, Code: r.code}
+	status := http.StatusServiceUnavailable
+	if reason == refuseIPFull {
+		status = http.StatusTooManyRequests // the client's doing, not the instance's
+	}
+	return &apiError{Status: status, Message: r.msg, Code: r.code}
 }
 
 // refusedBackoff is the retry hint of a stream refused at a connection

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ssegate/ssegate/pkg/event"
 	"github.com/ssegate/ssegate/pkg/protocol"
+	"github.com/ssegate/ssegate/publisher"
 )
 
 // Server is one gateway instance: the HTTP API and the Hub behind it.
@@ -32,6 +33,7 @@ import (
 type Server struct {
 	cfg       Config
 	store     *store
+	publisher *publisher.Publisher // for POST .../events
 	enc       *encoder
 	hub       *Hub
 	metrics   *metrics
@@ -42,6 +44,7 @@ type Server struct {
 	retryHint []byte
 
 	active atomic.Int64 // admitted streams, for MaxConnections
+	ips    ipCounts     // admitted streams by client address, for MaxConnectionsPerIP
 	// refusedSecond and refusedCount count the limit refusals of the
 	// current second (see refusedBackoff); a race at the turn of a second
 	// only blurs the count.
@@ -87,6 +90,7 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	hub := newHub(cfg, st, enc, m)
 	hub.broker = newRedisBroker(rdb, cfg, keys, hub.events(), m, instanceID())
 	s := &Server{cfg: cfg, store: st, enc: enc, hub: hub, metrics: m, registry: reg, log: cfg.Logger}
+	s.publisher = publisher.New(rdb, publisher.WithKeyPrefix(cfg.KeyPrefix), publisher.WithIdempotencyWindow(cfg.IdempotencyWindow))
 	hint, err := lines(event.Message{Retry: cfg.Retry})
 	if err != nil {
 		return nil, err

@@ -121,7 +121,7 @@ func (st *stream) step() (reason string, over bool) {
 	if st.tick.Swap(false) {
 		now := time.Now()
 		if !now.Before(st.end) {
-			return reasonTimeout, true
+			return w.timedOut(), true
 		}
 		if !now.Before(w.wrote.Add(st.hbEvery)) {
 			w.raw(heartbeat(now), event.TypeHeartbeat)

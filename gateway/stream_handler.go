@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,11 +23,14 @@ type streamRequest struct {
 	q      streamQuery
 	remote string
 	answer string
+	// expires is the exp of the request's token: the stream ends there,
+	// told to come back (with a fresh token). Zero without auth.
+	expires time.Time
 }
 
 // serveStream serves the stream route.
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, job string) {
-	sr := &streamRequest{s: s, w: w, r: r, job: job, remote: remoteHost(r)}
+	sr := &streamRequest{s: s, w: w, r: r, job: job, remote: s.clientIP(r)}
 	err := sr.serve()
 	var ae *apiError
 	switch {
@@ -87,6 +89,7 @@ func (a *admission) end(reason string) {
 		if a.js != nil {
 			a.s.hub.leave(a.js, a.cl)
 		}
+		a.s.ips.done(a.remote, a.s.cfg.MaxConnectionsPerIP)
 		a.s.active.Add(-1)
 		a.s.streams.Done()
 	})
@@ -94,8 +97,18 @@ func (a *admission) end(reason string) {
 
 func (sr *streamRequest) serve() error {
 	s, r := sr.s, sr.r
+	claims, aerr := s.authenticate(r, s.cfg.Auth)
+	if aerr != nil {
+		return aerr
+	}
 	if !protocol.ValidJobID(sr.job) {
 		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
+	}
+	if aerr := authorize(claims, grantWatch, sr.job); aerr != nil {
+		return aerr
+	}
+	if claims != nil {
+		sr.expires = claims.ExpiresAt.Time
 	}
 	q, aerr := parseStreamQuery(r.URL.Query(), r.Header.Get("Last-Event-ID"), s.cfg.DefaultTimeout, s.cfg.MaxTimeout)
 	if aerr != nil {
@@ -115,7 +128,11 @@ func (sr *streamRequest) serve() error {
 			return err
 		}
 	}
+	if !s.ips.add(sr.remote, s.cfg.MaxConnectionsPerIP) {
+		return sr.refuse(refuseIPFull)
+	}
 	if !s.admit() {
+		s.ips.done(sr.remote, s.cfg.MaxConnectionsPerIP)
 		return sr.refuse(refuseFull)
 	}
 	// From here on the stream counts; whatever it holds is released by
@@ -170,7 +187,7 @@ func (sr *streamRequest) serve() error {
 	if a.sink == nil {
 		reason = s.begin(ctx, a.w, o)
 		if reason == "" {
-			reason = a.w.loop(ctx, a.cl, s.cfg.Heartbeat, q.timeout)
+			reason = a.w.loop(ctx, a.cl, s.cfg.Heartbeat, sr.timeout(a.w))
 		}
 		return nil
 	}
@@ -189,8 +206,21 @@ func (sr *streamRequest) serve() error {
 	// The replay or snapshot is written; from now on the stream holds no
 	// goroutine of its own while it waits (see stream).
 	handedOff = true
-	newStream(a.w, a.cl, s.cfg.Heartbeat, q.timeout, a.end).start(ctx)
+	newStream(a.w, a.cl, s.cfg.Heartbeat, sr.timeout(a.w), a.end).start(ctx)
 	return nil
+}
+
+// timeout is how long the stream stays open from now: the asked-for
+// timeout, or less if the token expires first, in which case w ends the
+// stream with a retry hint (see writer.timedOut).
+func (sr *streamRequest) timeout(w *writer) time.Duration {
+	d := sr.q.timeout
+	if !sr.expires.IsZero() {
+		if left := time.Until(sr.expires); left < d {
+			d, w.expiryRetry = max(left, 0), sr.s.cfg.Retry
+		}
+	}
+	return d
 }
 
 // lookUp reads where the job stands and answers the request when that alone
@@ -335,15 +365,6 @@ func (s *Server) admit() bool {
 	}
 	s.streams.Add(1)
 	return true
-}
-
-// remoteHost is the client's address as the connection shows it.
-func remoteHost(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // failedSink is the sink of a connection lost before the stream began.

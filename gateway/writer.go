@@ -38,6 +38,9 @@ type writer struct {
 	dirty        bool        // written since the last flush
 	deadline     time.Time   // the write deadline set on out
 	wrote        time.Time   // when the last batch began (heartbeats fill silences)
+	// expiryRetry, when set, means the stream's end is its token's exp:
+	// timedOut then tells the client to come back after about this long.
+	expiryRetry time.Duration
 }
 
 func (w *writer) write(b []byte) {
@@ -135,6 +138,25 @@ func (w *writer) loop(ctx context.Context, c *client, heartbeatEvery, timeout ti
 	done := make(chan string, 1)
 	newStream(w, c, heartbeatEvery, timeout, func(reason string) { done <- reason }).start(ctx)
 	return <-done
+}
+
+// timedOut ends a stream that reached its end time: its timeout, after
+// which the client reconnects as for any end, or its token's exp, which is
+// told in a comment with a jittered retry hint, so the client comes back
+// with a fresh token while the old one would be refused.
+func (w *writer) timedOut() string {
+	if w.expiryRetry <= 0 {
+		return reasonTimeout
+	}
+	m := event.Message{Retry: jitter(w.expiryRetry), Comment: "token expired; reconnect with a fresh token"}
+	if !w.last.IsZero() {
+		m.ID = w.last.String()
+	}
+	if b, err := lines(m); err == nil {
+		w.write(b)
+		_ = w.flush()
+	}
+	return reasonTokenExpired
 }
 
 // kicked ends a stream the hub closed, telling the client when to come back.
