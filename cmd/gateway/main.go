@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/ssegate/ssegate/demo"
 	"github.com/ssegate/ssegate/gateway"
+	"github.com/ssegate/ssegate/pkg/token"
 	"github.com/ssegate/ssegate/publisher"
 )
 
@@ -55,39 +57,56 @@ type options struct {
 	linger       time.Duration
 	accessLog    onOff
 	sendBuffer   int
+
+	jwtSecret, jwtPublicKey             string
+	publisherSecret, publisherPublicKey string
+	jwtIssuer, jwtAudience              string
+	trustedProxies                      string
+	maxIPConns                          int
 }
 
 // envTwins maps each flag to its environment variable.
 var envTwins = map[string]string{
-	"addr":                    "SSEGATE_ADDR",
-	"redis-url":               "REDIS_URL",
-	"redis-mode":              "SSEGATE_REDIS_MODE",
-	"embedded-redis-addr":     "SSEGATE_EMBEDDED_REDIS_ADDR",
-	"key-prefix":              "SSEGATE_KEY_PREFIX",
-	"heartbeat":               "SSEGATE_HEARTBEAT",
-	"default-timeout":         "SSEGATE_DEFAULT_TIMEOUT",
-	"max-timeout":             "SSEGATE_MAX_TIMEOUT",
-	"retry":                   "SSEGATE_RETRY",
-	"max-connections":         "SSEGATE_MAX_CONNECTIONS",
-	"max-connections-per-job": "SSEGATE_MAX_CONNECTIONS_PER_JOB",
-	"client-buffer":           "SSEGATE_CLIENT_BUFFER",
-	"write-timeout":           "SSEGATE_WRITE_TIMEOUT",
-	"send-buffer":             "SSEGATE_SEND_BUFFER",
-	"report-max-bytes":        "SSEGATE_REPORT_MAX_BYTES",
-	"cors-origins":            "SSEGATE_CORS_ORIGINS",
-	"shutdown-grace":          "SSEGATE_SHUTDOWN_GRACE",
-	"shutdown-timeout":        "SSEGATE_SHUTDOWN_TIMEOUT",
-	"pubsub-conns":            "SSEGATE_PUBSUB_CONNS",
-	"join-timeout":            "SSEGATE_JOIN_TIMEOUT",
-	"linger":                  "SSEGATE_LINGER",
-	"canary-interval":         "SSEGATE_CANARY_INTERVAL",
-	"redis-timeout":           "SSEGATE_REDIS_TIMEOUT",
-	"log-level":               "SSEGATE_LOG_LEVEL",
-	"log-format":              "SSEGATE_LOG_FORMAT",
-	"access-log":              "SSEGATE_ACCESS_LOG",
-	"demo":                    "SSEGATE_DEMO",
-	"demo-step-scale":         "SSEGATE_DEMO_STEP_SCALE",
-	"pprof-addr":              "SSEGATE_PPROF_ADDR",
+	"addr":                     "SSEGATE_ADDR",
+	"redis-url":                "REDIS_URL",
+	"redis-mode":               "SSEGATE_REDIS_MODE",
+	"embedded-redis-addr":      "SSEGATE_EMBEDDED_REDIS_ADDR",
+	"key-prefix":               "SSEGATE_KEY_PREFIX",
+	"heartbeat":                "SSEGATE_HEARTBEAT",
+	"default-timeout":          "SSEGATE_DEFAULT_TIMEOUT",
+	"max-timeout":              "SSEGATE_MAX_TIMEOUT",
+	"retry":                    "SSEGATE_RETRY",
+	"max-connections":          "SSEGATE_MAX_CONNECTIONS",
+	"max-connections-per-job":  "SSEGATE_MAX_CONNECTIONS_PER_JOB",
+	"client-buffer":            "SSEGATE_CLIENT_BUFFER",
+	"write-timeout":            "SSEGATE_WRITE_TIMEOUT",
+	"send-buffer":              "SSEGATE_SEND_BUFFER",
+	"report-max-bytes":         "SSEGATE_REPORT_MAX_BYTES",
+	"cors-origins":             "SSEGATE_CORS_ORIGINS",
+	"shutdown-grace":           "SSEGATE_SHUTDOWN_GRACE",
+	"shutdown-timeout":         "SSEGATE_SHUTDOWN_TIMEOUT",
+	"pubsub-conns":             "SSEGATE_PUBSUB_CONNS",
+	"join-timeout":             "SSEGATE_JOIN_TIMEOUT",
+	"linger":                   "SSEGATE_LINGER",
+	"canary-interval":          "SSEGATE_CANARY_INTERVAL",
+	"redis-timeout":            "SSEGATE_REDIS_TIMEOUT",
+	"log-level":                "SSEGATE_LOG_LEVEL",
+	"log-format":               "SSEGATE_LOG_FORMAT",
+	"access-log":               "SSEGATE_ACCESS_LOG",
+	"demo":                     "SSEGATE_DEMO",
+	"demo-step-scale":          "SSEGATE_DEMO_STEP_SCALE",
+	"pprof-addr":               "SSEGATE_PPROF_ADDR",
+	"jwt-secret":               "SSEGATE_JWT_SECRET",
+	"jwt-public-key":           "SSEGATE_JWT_PUBLIC_KEY",
+	"publisher-jwt-secret":     "SSEGATE_PUBLISHER_JWT_SECRET",
+	"publisher-jwt-public-key": "SSEGATE_PUBLISHER_JWT_PUBLIC_KEY",
+	"jwt-issuer":               "SSEGATE_JWT_ISSUER",
+	"jwt-audience":             "SSEGATE_JWT_AUDIENCE",
+	"jwt-cookie":               "SSEGATE_JWT_COOKIE",
+	"trusted-proxies":          "SSEGATE_TRUSTED_PROXIES",
+	"max-connections-per-ip":   "SSEGATE_MAX_CONNECTIONS_PER_IP",
+	"publish-max-bytes":        "SSEGATE_PUBLISH_MAX_BYTES",
+	"idempotency-window":       "SSEGATE_IDEMPOTENCY_WINDOW",
 }
 
 // parseConfig reads flags over environment over defaults.
@@ -119,6 +138,17 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", gateway.DefaultJoinTimeout, "how long a new stream waits for its job's subscription")
 	fs.DurationVar(&cfg.CanaryInterval, "canary-interval", gateway.DefaultCanaryInterval, "interval of the pub/sub delivery canary")
 	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", gateway.DefaultRedisTimeout, "bound of each Redis call: dial, read, write, pool wait and the request's context")
+	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "subscriber tokens: comma-separated HS256 secrets of 32+ bytes (two during a rotation); set it in the environment, not on the command line")
+	fs.StringVar(&o.jwtPublicKey, "jwt-public-key", "", "subscriber tokens: PEM file of RS256 (RSA) and ES256 (P-256) public keys (several during a rotation)")
+	fs.StringVar(&o.publisherSecret, "publisher-jwt-secret", "", "publisher tokens for POST /api/reports/{jobId}/events: HS256 secrets as --jwt-secret; unset with --publisher-jwt-public-key: no HTTP publishing")
+	fs.StringVar(&o.publisherPublicKey, "publisher-jwt-public-key", "", "publisher tokens: PEM file of public keys as --jwt-public-key")
+	fs.StringVar(&o.jwtIssuer, "jwt-issuer", "", "when set, tokens must carry this iss")
+	fs.StringVar(&o.jwtAudience, "jwt-audience", "", "when set, tokens' aud must contain this")
+	fs.StringVar(&cfg.AuthCookie, "jwt-cookie", "", "name of a cookie that may carry the token (after the Authorization header and the access_token parameter); empty: none")
+	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs or addresses of proxies whose X-Forwarded-For names the client; empty: none")
+	fs.IntVar(&o.maxIPConns, "max-connections-per-ip", 0, "open streams per client address per instance (429 beyond); 0: unlimited")
+	fs.IntVar(&cfg.PublishMaxBytes, "publish-max-bytes", gateway.DefaultPublishMaxBytes, "largest body of a publish request")
+	fs.DurationVar(&cfg.IdempotencyWindow, "idempotency-window", gateway.DefaultIdempotencyWindow, "how long a publish's Idempotency-Key is remembered")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json (durations in milliseconds)")
@@ -184,10 +214,73 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	if cfg.CORSOrigins == nil {
 		return cfg, o, errors.New("--cors-origins names no origin")
 	}
+	if err := authConfig(&cfg, o); err != nil {
+		return cfg, o, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, o, err
 	}
 	return cfg, o, nil
+}
+
+// authConfig builds the token verifiers, the trusted proxies and the per-IP
+// limit from the flags.
+func authConfig(cfg *gateway.Config, o options) error {
+	vo := token.VerifierOptions{Issuer: o.jwtIssuer, Audience: o.jwtAudience}
+	var err error
+	if cfg.Auth, err = verifier("--jwt-secret", o.jwtSecret, "--jwt-public-key", o.jwtPublicKey, vo); err != nil {
+		return err
+	}
+	if cfg.PublishAuth, err = verifier("--publisher-jwt-secret", o.publisherSecret, "--publisher-jwt-public-key", o.publisherPublicKey, vo); err != nil {
+		return err
+	}
+	for _, p := range strings.Split(o.trustedProxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return fmt.Errorf("--trusted-proxies: %q is neither a CIDR nor an address", p)
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, prefix.Masked())
+	}
+	if o.maxIPConns < 0 {
+		return fmt.Errorf("--max-connections-per-ip must not be negative, got %d", o.maxIPConns)
+	}
+	cfg.MaxConnectionsPerIP = o.maxIPConns
+	return nil
+}
+
+// verifier is the verifier of secrets and a PEM file of public keys, or nil
+// when neither is set.
+func verifier(secretFlag, secrets, keyFlag, keyFile string, vo token.VerifierOptions) (*token.Verifier, error) {
+	var keys []token.Key
+	if strings.TrimSpace(secrets) != "" {
+		ks, err := token.Secrets(secrets)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", secretFlag, err)
+		}
+		keys = append(keys, ks...)
+	}
+	if keyFile != "" {
+		pem, err := os.ReadFile(keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", keyFlag, err)
+		}
+		ks, err := token.PublicKeys(pem)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", keyFlag, keyFile, err)
+		}
+		keys = append(keys, ks...)
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	return token.NewVerifier(keys, vo)
 }
 
 // unlimitedIfZero maps the flag's "0: unlimited" to the Config's negative.
@@ -333,6 +426,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Error("config", "err", err)
 		return 2
 	}
+	logAuth(log, cfg, o)
 	if o.demo.on(o.redisURL) {
 		d := demo.New(publisher.New(rdb, publisher.WithKeyPrefix(cfg.KeyPrefix)), log, demo.WithStepScale(o.demoScale))
 		defer d.Close()
@@ -361,6 +455,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("bye", "uptime", time.Since(start).Round(time.Second))
 	return 0
+}
+
+// logAuth says at start who may read and publish: loudly when anyone may
+// read every job of a real Redis.
+func logAuth(log *slog.Logger, cfg gateway.Config, o options) {
+	switch {
+	case cfg.Auth != nil:
+		log.Info("subscriber auth on: streams, snapshots and reports need a token", "issuer", o.jwtIssuer, "audience", o.jwtAudience)
+	case o.redisURL != "":
+		log.Warn("AUTH IS OFF: anyone who can reach this gateway can watch any job and download its report; set SSEGATE_JWT_SECRET or SSEGATE_JWT_PUBLIC_KEY (see docs/operations.md, Security)")
+	}
+	if cfg.PublishAuth != nil {
+		log.Info("HTTP publishing on: POST /api/reports/{jobId}/events takes publisher tokens")
+	}
 }
 
 // inUse names the flag that moves a listener when err says its address is

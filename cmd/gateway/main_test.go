@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"io"
+	"net/netip"
 	"log/slog"
 	"net"
 	"net/http"
@@ -33,6 +34,11 @@ var sampleEnv = map[string]string{
 	"SSEGATE_CANARY_INTERVAL": "500ms", "SSEGATE_REDIS_TIMEOUT": "2s", "SSEGATE_LOG_LEVEL": "debug",
 	"SSEGATE_LOG_FORMAT": "json", "SSEGATE_EMBEDDED_REDIS_ADDR": "127.0.0.1:7000", "SSEGATE_REDIS_MODE": "single",
 	"SSEGATE_DEMO": "off", "SSEGATE_ACCESS_LOG": "off", "SSEGATE_DEMO_STEP_SCALE": "0.5", "SSEGATE_PPROF_ADDR": "127.0.0.1:6060",
+	"SSEGATE_JWT_SECRET": "a-subscriber-secret-of-32-bytes-at-least", "SSEGATE_JWT_PUBLIC_KEY": "testdata/jwt-public.pem",
+	"SSEGATE_PUBLISHER_JWT_SECRET": "a-publisher-secret-of-32-bytes-at-least", "SSEGATE_PUBLISHER_JWT_PUBLIC_KEY": "testdata/jwt-public.pem",
+	"SSEGATE_JWT_ISSUER": "https://app.example", "SSEGATE_JWT_AUDIENCE": "ssegate", "SSEGATE_JWT_COOKIE": "ssegate_token",
+	"SSEGATE_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1", "SSEGATE_MAX_CONNECTIONS_PER_IP": "20",
+	"SSEGATE_PUBLISH_MAX_BYTES": "4096", "SSEGATE_IDEMPOTENCY_WINDOW": "10m",
 }
 
 func TestDefaults(t *testing.T) {
@@ -90,9 +96,14 @@ func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
 		ClientBuffer: 9, ReportMaxBytes: 100, ShutdownGrace: time.Second, ShutdownTimeout: 12 * time.Second,
 		SendBuffer: 65536, WriteTimeout: 3 * time.Second, PubSubConns: 2, JoinTimeout: time.Second, Linger: 250 * time.Millisecond,
 		CanaryInterval: 500 * time.Millisecond, RedisTimeout: 2 * time.Second, NoAccessLog: true,
+		AuthCookie: "ssegate_token", MaxConnectionsPerIP: 20, PublishMaxBytes: 4096, IdempotencyWindow: 10 * time.Minute,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")},
 	}
 	got := cfg
-	got.CORSOrigins = nil
+	if got.Auth == nil || got.PublishAuth == nil {
+		t.Errorf("no verifiers from the JWT settings: %+v", got)
+	}
+	got.CORSOrigins, got.Auth, got.PublishAuth = nil, nil, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("from the environment:\n got  %+v\n want %+v", got, want)
 	}
@@ -134,6 +145,12 @@ func TestBadSettings(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, nil, "not defined"},
 		{"bad demo", []string{"--demo=maybe"}, nil, "auto, on or off"},
 		{"bad demo scale", []string{"--demo-step-scale", "0"}, nil, "demo-step-scale"},
+		{"short JWT secret", nil, map[string]string{"SSEGATE_JWT_SECRET": "secret"}, "--jwt-secret: token: an HS256 secret needs at least 32 bytes"},
+		{"short publisher secret", []string{"--publisher-jwt-secret", "abc"}, nil, "--publisher-jwt-secret"},
+		{"missing public key file", []string{"--jwt-public-key", "testdata/nope.pem"}, nil, "--jwt-public-key: open testdata/nope.pem"},
+		{"not a PEM file", []string{"--jwt-public-key", "main_test.go"}, nil, "no PEM public key"},
+		{"bad trusted proxy", []string{"--trusted-proxies", "10.0.0.0/8,proxy.local"}, nil, `"proxy.local" is neither a CIDR nor an address`},
+		{"negative per-IP limit", []string{"--max-connections-per-ip", "-1"}, nil, "--max-connections-per-ip"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
