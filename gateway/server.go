@@ -60,6 +60,9 @@ type Server struct {
 	// hookTakenOver, when set (by tests), runs right after a stream's
 	// connection is taken over from net/http.
 	hookTakenOver func()
+	// readHeaderTimeout, when set (by tests), replaces Serve's 10s bound
+	// on reading a request's headers.
+	readHeaderTimeout time.Duration
 }
 
 // New builds a Server that reads jobs through rdb (a single, Sentinel or
@@ -121,6 +124,7 @@ func (s *Server) routes() http.Handler {
 	})
 	h = s.cors(h)
 	h = limitHeaders(h)
+	h = s.checkFraming(h) // see smuggling.go
 	h = s.recoverPanics(h)
 	return s.accessLog(h)
 }
@@ -240,11 +244,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 
 	hs := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cmp.Or(s.readHeaderTimeout, 10*time.Second), // slow headers (slowloris) are cut
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20, // a backstop; limitHeaders answers in JSON below it
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),
+		ConnContext:       connContext, // the scanned connection, for checkFraming
 	}
 	// HTTP/1.1, and HTTP/2 without TLS for clients that know to use it (a
 	// TLS-terminating load balancer in front, say). Behind TLS of its own,
@@ -254,6 +259,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	if s.cfg.SendBuffer > 0 {
 		l = sendBufferListener{l, s.cfg.SendBuffer}
 	}
+	// Every TCP connection's requests are scanned for Content-Length with
+	// Transfer-Encoding (request smuggling; see smuggling.go).
+	l = scanListener{l}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
 	s.log.Info("gateway serving", "addr", l.Addr().String())
