@@ -23,9 +23,10 @@ import (
 // The client goroutines share it through atomics and sharded histograms;
 // each owns its own clientState.
 type bench struct {
-	cfg  *config
-	log  io.Writer // progress and warnings
-	http *http.Client
+	cfg    *config
+	log    io.Writer // progress and warnings
+	tokens []string  // by job, with --jwt-secret-env
+	http   *http.Client
 
 	st          []clientState
 	mid         []protocol.ID // per job, the resume point (with --resume-from-middle)
@@ -100,6 +101,9 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 		res.WarmupS = cfg.warmup.Seconds()
 	}
 	b.checkLimits(res)
+	if err := b.mintTokens(); err != nil {
+		return nil, err
+	}
 	tgt, sampler, rdb, err := b.setup(res)
 	if err != nil {
 		return nil, err

@@ -9,11 +9,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sync/atomic"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/ssegate/ssegate/pkg/event"
 	"github.com/ssegate/ssegate/pkg/protocol"
+	"github.com/ssegate/ssegate/pkg/token"
 )
 
 // clientState is one client's bookkeeping. Its goroutine owns it while it
@@ -59,7 +63,32 @@ func newHTTPClient(conns int) *http.Client {
 // streamURL is client i's stream URL.
 func (b *bench) streamURL(i int) string {
 	base := b.cfg.gateways[i%len(b.cfg.gateways)]
-	return base + "/api/reports/" + b.cfg.jobName(i%b.cfg.jobs) + "/stream?timeout=" + b.cfg.streamTimeout.String()
+	u := base + "/api/reports/" + b.cfg.jobName(i%b.cfg.jobs) + "/stream?timeout=" + b.cfg.streamTimeout.String()
+	if b.tokens != nil {
+		u += "&access_token=" + b.tokens[i%b.cfg.jobs]
+	}
+	return u
+}
+
+// mintTokens mints each job's token (jobs: [the job], an hour) with the
+// secret in --jwt-secret-env.
+func (b *bench) mintTokens() error {
+	if b.cfg.jwtSecretEnv == "" {
+		return nil
+	}
+	keys, err := token.Secrets(os.Getenv(b.cfg.jwtSecretEnv))
+	if err != nil {
+		return fmt.Errorf("--jwt-secret-env %s: %w", b.cfg.jwtSecretEnv, err)
+	}
+	exp := jwt.NewNumericDate(time.Now().Add(time.Hour))
+	b.tokens = make([]string, b.cfg.jobs)
+	for j := range b.tokens {
+		c := token.Claims{RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: exp}, Jobs: token.Grant{b.cfg.jobName(j)}}
+		if b.tokens[j], err = token.Mint(keys[0], c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // runClient is one SSE client: it connects, reads events until its job's

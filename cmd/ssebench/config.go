@@ -40,6 +40,7 @@ type config struct {
 	heartbeat        time.Duration // floor server only
 	streamTimeout    time.Duration
 	jobPrefix        string
+	jwtSecretEnv     string // mint a token per job with the secret in this variable
 
 	csvPath    string
 	jsonOut    bool
@@ -118,6 +119,7 @@ func parseConfig(floor bool, args []string, out io.Writer) (*config, error) {
 	fs.DurationVar(&c.heartbeat, "heartbeat", 30*time.Second, "floor only: heartbeat interval of the floor server")
 	fs.DurationVar(&c.streamTimeout, "stream-timeout", 10*time.Minute, "timeout query parameter of each stream (the gateway clamps it to its max; clients resume after it)")
 	fs.StringVar(&c.jobPrefix, "job-prefix", "", "job ID prefix (default: bench-<random>-, so runs never share jobs)")
+	fs.StringVar(&c.jwtSecretEnv, "jwt-secret-env", "", "environment variable holding the gateways' HS256 secret: each client then streams with a token for its job in access_token (empty: no token)")
 	fs.StringVar(&c.csvPath, "csv", "", "append one row with every number of the run to this CSV file (header when new)")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the result as one JSON line on stdout, the table on stderr")
 	fs.StringVar(&c.label, "label", "", "a name for the run, carried into the JSON and CSV (e.g. the scenario)")
