@@ -38,6 +38,8 @@ func TestConfigWithDefaults(t *testing.T) {
 		JoinTimeout:          5 * time.Second,
 		CanaryInterval:       2 * time.Second,
 		RedisTimeout:         3 * time.Second,
+		PublishMaxBytes:      1<<20 + 16<<10,
+		IdempotencyWindow:    time.Hour,
 		Logger:               got.Logger, // checked below
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -108,6 +110,8 @@ func TestConfigWithDefaultsKeepsSetFields(t *testing.T) {
 		JoinTimeout:          time.Second,
 		CanaryInterval:       time.Second,
 		RedisTimeout:         time.Second,
+		PublishMaxBytes:      100,
+		IdempotencyWindow:    time.Minute,
 		Logger:               logger,
 		Registry:             reg,
 	}
@@ -181,6 +185,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative JoinTimeout", cfg: Config{JoinTimeout: -time.Second}, field: "JoinTimeout"},
 		{name: "negative CanaryInterval", cfg: Config{CanaryInterval: -time.Second}, field: "CanaryInterval"},
 		{name: "negative RedisTimeout", cfg: Config{RedisTimeout: -time.Second}, field: "RedisTimeout"},
+		{name: "negative IdempotencyWindow", cfg: Config{IdempotencyWindow: -time.Second}, field: "IdempotencyWindow"},
+		{name: "negative PublishMaxBytes", cfg: Config{PublishMaxBytes: -1}, field: "PublishMaxBytes"},
 		{name: "negative ReportMaxBytes", cfg: Config{ReportMaxBytes: -1}, field: "ReportMaxBytes"},
 
 		{name: "DefaultTimeout above MaxTimeout", cfg: Config{DefaultTimeout: 11 * time.Minute}, field: "DefaultTimeout"},

@@ -54,7 +54,8 @@ func TestChart(t *testing.T) {
 					t.Errorf("preStop %d s, grace %d s", o.Container().Lifecycle.PreStop.Sleep.Seconds, *o.Deployment.Spec.Template.Spec.TerminationGracePeriodSeconds)
 				}
 				if !strings.Contains(r.Notes, "kubectl -n default rollout status deployment/ssegate") ||
-					!strings.Contains(r.Notes, "custom.metrics.k8s.io") || strings.Contains(r.Notes, "redis://redis:6379") {
+					!strings.Contains(r.Notes, "custom.metrics.k8s.io") || strings.Contains(r.Notes, "redis://redis:6379") ||
+					!strings.Contains(r.Notes, "auth is off") {
 					t.Errorf("NOTES.txt:\n%s", r.Notes)
 				}
 			},
@@ -98,14 +99,14 @@ func TestChart(t *testing.T) {
 			},
 		},
 		{
-			name: "auth keys (upcoming)", release: "ssegate", values: "auth: {jwtSecret: s3cret, publisherJwtSecret: p4ss}",
+			name: "auth keys", release: "ssegate", values: "auth: {jwtSecret: s3cret, publisherJwtSecret: p4ss}",
 			kinds: "ConfigMap Deployment HorizontalPodAutoscaler PodDisruptionBudget Secret Service",
 			more: func(t *testing.T, o *Objects, r *Render) {
 				if o.Secret.StringData["SSEGATE_JWT_SECRET"] != "s3cret" || o.Secret.StringData["SSEGATE_PUBLISHER_JWT_SECRET"] != "p4ss" {
 					t.Errorf("Secret: %v", o.Secret.StringData)
 				}
-				if !strings.Contains(r.Notes, "does not read them yet") {
-					t.Errorf("NOTES.txt does not say auth is upcoming:\n%s", r.Notes)
+				if strings.Contains(r.Notes, "auth is off") {
+					t.Errorf("NOTES.txt says auth is off with a secret set:\n%s", r.Notes)
 				}
 			},
 		},

@@ -36,14 +36,6 @@ var goRuntimeEnv = map[string]bool{
 	"GOMAXPROCS": true, "GOMEMLIMIT": true, "GOGC": true, "GODEBUG": true, "GOTRACEBACK": true,
 }
 
-// UpcomingEnv are variables the chart renders for features the gateway does
-// not have yet (auth, issue 11), only when their values are set. Once the
-// gateway has them they are in its table and this list can go.
-var UpcomingEnv = map[string]bool{
-	"SSEGATE_JWT_SECRET":           true,
-	"SSEGATE_PUBLISHER_JWT_SECRET": true,
-}
-
 var (
 	helpLine  = regexp.MustCompile(`^\s+--([a-z0-9-]+) \(([A-Z][A-Z0-9_]*), default "(.*)"\)$`)
 	slackLine = regexp.MustCompile(`shutdown-grace \+ ([0-9a-z.]+)\)`)
@@ -131,7 +123,7 @@ func (g *Gateway) Envs() []string {
 
 // checkEnvName says why name is no variable the gateway's process reads.
 func (g *Gateway) checkEnvName(name string) error {
-	if _, ok := g.byEnv[name]; ok || goRuntimeEnv[name] || UpcomingEnv[name] {
+	if _, ok := g.byEnv[name]; ok || goRuntimeEnv[name] {
 		return nil
 	}
 	return fmt.Errorf("%s is not an environment variable of the gateway (its twins: %s)", name, strings.Join(g.Envs(), ", "))

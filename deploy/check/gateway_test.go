@@ -70,15 +70,3 @@ func TestGatewayHelp(t *testing.T) {
 	}
 	t.Logf("%d flags; shutdown timeout by default: %v", len(g.Flags), func() time.Duration { d, _ := g.ShutdownTimeout(Settings{}); return d }())
 }
-
-// The chart says auth is upcoming (values.yaml, its README, NOTES.txt) and
-// renders its keys under the names the gateway will read. When the gateway
-// gets one of those variables, this fails so that the chart stops saying so.
-func TestUpcomingEnvNotYetInGateway(t *testing.T) {
-	g := gateway(t)
-	for env := range UpcomingEnv {
-		if f, ok := g.Twin(env); ok {
-			t.Errorf("the gateway now reads %s (--%s): drop it from UpcomingEnv and update what deploy/helm/ssegate (values.yaml auth, README.md, NOTES.txt) says about auth being upcoming", env, f.Name)
-		}
-	}
-}
