@@ -11,7 +11,8 @@ FUZZ_TARGETS := \
 	./pkg/event:FuzzDecode \
 	./pkg/protocol:FuzzDecodeLive \
 	./pkg/protocol:FuzzParseID \
-	./gateway:FuzzParseStreamQuery
+	./gateway:FuzzParseStreamQuery \
+	./gateway:FuzzLengthScanner
 
 # The process-level failure scenarios (test/failure_test.go).
 SCENARIOS := TestRollingRestart|TestCrash|TestPubSubCut|TestRedisRestart|TestSlowAndStalledClients|TestChurn
