@@ -42,8 +42,10 @@ func TestClientIP(t *testing.T) {
 
 func TestIPCounts(t *testing.T) {
 	var c ipCounts
-	if !c.add("a", 2) || !c.add("a", 2) || c.add("a", 2) {
-		t.Fatal("the third slot of a was given")
+	for i, want := range []bool{true, true, false} {
+		if got := c.add("a", 2); got != want {
+			t.Fatalf("slot %d of a: %v, want %v", i+1, got, want)
+		}
 	}
 	if !c.add("b", 2) {
 		t.Fatal("b got no slot")

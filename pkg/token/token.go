@@ -190,10 +190,11 @@ func thumbprint(pub any) string {
 	case *rsa.PublicKey:
 		j = fmt.Sprintf(`{"e":%q,"kty":"RSA","n":%q}`, b64(big.NewInt(int64(p.E)).Bytes()), b64(p.N.Bytes()))
 	case *ecdsa.PublicKey:
-		x, y := make([]byte, 32), make([]byte, 32)
-		p.X.FillBytes(x)
-		p.Y.FillBytes(y)
-		j = fmt.Sprintf(`{"crv":"P-256","kty":"EC","x":%q,"y":%q}`, b64(x), b64(y))
+		b, err := p.Bytes() // 0x04 || X || Y, 32 bytes each on P-256
+		if err != nil || len(b) != 65 {
+			return ""
+		}
+		j = fmt.Sprintf(`{"crv":"P-256","kty":"EC","x":%q,"y":%q}`, b64(b[1:33]), b64(b[33:]))
 	}
 	sum := sha256.Sum256([]byte(j))
 	return b64(sum[:])
