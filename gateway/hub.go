@@ -49,7 +49,7 @@ type Hub struct {
 
 	draining atomic.Bool
 	drained  chan struct{} // closed when the drain begins
-	running  atomic.Bool
+	stopped  atomic.Bool   // run has returned: readiness fails for good
 
 	refills refillQueue
 	ctx     context.Context // the hub's lifetime, set by run before the broker runs
@@ -96,12 +96,11 @@ func (h *Hub) events() brokerEvents {
 // hub started and ends the streams still open.
 func (h *Hub) run(ctx context.Context) {
 	h.ctx = ctx
-	h.running.Store(true)
 	var wg sync.WaitGroup
 	wg.Go(func() { h.watchVanished(ctx) })
 	h.broker.run(ctx)
 	wg.Wait()
-	h.running.Store(false)
+	h.stopped.Store(true)
 	h.wg.Wait()
 	h.mu.Lock()
 	for _, js := range h.jobs {
@@ -469,8 +468,10 @@ func (h *Hub) drain(ctx context.Context, grace time.Duration) {
 // healthy reports why the hub cannot deliver live events, or nil. It
 // answers from state: it never waits on Redis.
 func (h *Hub) healthy() error {
-	if !h.running.Load() {
+	if h.stopped.Load() {
 		return errHubStopped
 	}
+	// Before run starts (a probe racing Serve), the broker has checked
+	// nothing and says so.
 	return h.broker.healthy()
 }
