@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ssegate/ssegate/pkg/event"
-	"github.com/ssegate/ssegate/pkg/protocol"
 )
 
 // api is the JSON API on Echo: everything but the stream route, which
@@ -42,25 +41,6 @@ func (s *Server) api() *echo.Echo {
 	return e
 }
 
-// checkJob authenticates r (with the verifier of g), validates the job ID
-// and checks that the token grants it, in that order: 401, 400, 403. The
-// grant is checked before the job is looked up, so a token for one job
-// cannot tell whether another exists.
-func (s *Server) checkJob(r *http.Request, job string, g grant) *apiError {
-	v := s.cfg.Auth
-	if g == grantPublish {
-		v = s.cfg.PublishAuth
-	}
-	claims, err := s.authenticate(r, v)
-	if err != nil {
-		return err
-	}
-	if !protocol.ValidJobID(job) {
-		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
-	}
-	return authorize(claims, g, job)
-}
-
 // snapshotResponse is the JSON of GET /api/reports/:jobId.
 type snapshotResponse struct {
 	JobID       string          `json:"jobId"`
@@ -81,7 +61,7 @@ type snapshotResponse struct {
 // clients that poll.
 func (s *Server) handleSnapshot(c echo.Context) error {
 	job := c.Param("jobId")
-	if err := s.checkJob(c.Request(), job, grantWatch); err != nil {
+	if _, err := s.checkJob(c.Request(), job, grantWatch); err != nil {
 		return err
 	}
 	includeReport := false
@@ -140,7 +120,7 @@ func reportURL(job string) string { return "/api/reports/" + job + "/report" }
 // job's last event ID is its ETag.
 func (s *Server) handleReport(c echo.Context) error {
 	job := c.Param("jobId")
-	if err := s.checkJob(c.Request(), job, grantWatch); err != nil {
+	if _, err := s.checkJob(c.Request(), job, grantWatch); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()

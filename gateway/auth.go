@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/ssegate/ssegate/pkg/protocol"
 	"github.com/ssegate/ssegate/pkg/token"
 )
 
@@ -27,6 +28,29 @@ const (
 	grantWatch   grant = iota // the jobs claim: stream, snapshot, report
 	grantPublish              // the publish claim: POST .../events
 )
+
+// checkJob authenticates r (with the verifier of g), validates the job ID
+// and checks that the token grants it, in that order: 401, 400, 403. The
+// grant is checked before the job is looked up, so a token for one job
+// cannot tell whether another exists. It returns the token's claims, nil
+// with auth off.
+func (s *Server) checkJob(r *http.Request, job string, g grant) (*token.Claims, *apiError) {
+	v := s.cfg.Auth
+	if g == grantPublish {
+		v = s.cfg.PublishAuth
+	}
+	claims, err := s.authenticate(r, v)
+	if err != nil {
+		return nil, err
+	}
+	if !protocol.ValidJobID(job) {
+		return nil, badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
+	}
+	if err := authorize(claims, g, job); err != nil {
+		return nil, err
+	}
+	return claims, nil
+}
 
 // authenticate checks the request's token with v and returns its claims.
 // With v nil (auth off) it returns nil claims and no error. Every failure

@@ -22,7 +22,7 @@ import (
 // answer.
 func publishHTTP(t *testing.T, g *gw, job, tok, body string, header ...string) (int, map[string]string) {
 	t.Helper()
-	status, _, m := (&authFixture{}).do(t, g, req{method: "POST", path: "/api/reports/" + job + "/events", header: append(bearer(tok), header...), body: body})
+	status, _, m := do(t, g, req{method: "POST", path: "/api/reports/" + job + "/events", header: append(bearer(tok), header...), body: body})
 	return status, m
 }
 

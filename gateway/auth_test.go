@@ -167,7 +167,7 @@ type req struct {
 	body         string
 }
 
-func (f *authFixture) do(t *testing.T, g *gw, r req) (int, http.Header, map[string]string) {
+func do(t *testing.T, g *gw, r req) (int, http.Header, map[string]string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -316,7 +316,7 @@ func TestAuthAttacks(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			status, h, body := f.do(t, tc.g, tc.r)
+			status, h, body := do(t, tc.g, tc.r)
 			if status != tc.status || body["code"] != tc.code {
 				t.Fatalf("%s %s: %d %q (%v), want %d %q", tc.r.method, tc.r.path, status, body["code"], body, tc.status, tc.code)
 			}

@@ -64,7 +64,7 @@ type publishBody struct {
 func (s *Server) handlePublish(c echo.Context) error {
 	r := c.Request()
 	job := c.Param("jobId")
-	if err := s.checkJob(r, job, grantPublish); err != nil {
+	if _, err := s.checkJob(r, job, grantPublish); err != nil {
 		return err
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {

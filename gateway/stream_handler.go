@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ssegate/ssegate/pkg/event"
-	"github.com/ssegate/ssegate/pkg/protocol"
 )
 
 // A streamRequest is one request to GET /api/reports/{jobId}/stream. It
@@ -97,14 +96,8 @@ func (a *admission) end(reason string) {
 
 func (sr *streamRequest) serve() error {
 	s, r := sr.s, sr.r
-	claims, aerr := s.authenticate(r, s.cfg.Auth)
+	claims, aerr := s.checkJob(r, sr.job, grantWatch)
 	if aerr != nil {
-		return aerr
-	}
-	if !protocol.ValidJobID(sr.job) {
-		return badRequest(CodeInvalidJobID, protocol.ErrInvalidJobID.Error())
-	}
-	if aerr := authorize(claims, grantWatch, sr.job); aerr != nil {
 		return aerr
 	}
 	if claims != nil {
