@@ -22,7 +22,7 @@ SCENARIOS := TestRollingRestart|TestCrash|TestPubSubCut|TestRedisRestart|TestSlo
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-test: lint unit fuzz deploy-check interop
+test: lint unit fuzz deploy-check interop ts
 
 unit:
 	$(GO) test -race -count=1 -timeout 10m ./...
@@ -86,5 +86,15 @@ deploy-check:
 interop:
 	cd test/interop && (cd node && npm ci --no-audit --no-fund) && $(GO) test -count=1 ./...
 
+# The TypeScript package (typescript/): npm ci from its lockfile, strict tsc
+# over its sources, tests and examples, and its tests (node --test) against
+# a real redis-server and the gateway and ssepub binaries built here.
+TSBIN := $(CURDIR)/typescript/build/bin
+.PHONY: ts
+ts:
+	$(GO) build -o $(TSBIN)/ ./cmd/gateway ./cmd/ssepub
+	cd typescript && npm ci --no-audit --no-fund && npm run build && npm run check && \
+		SSEGATE_GATEWAY_BIN=$(TSBIN)/gateway SSEGATE_SSEPUB_BIN=$(TSBIN)/ssepub npm test
+
 clean:
-	rm -rf bin $(BIN)
+	rm -rf bin $(BIN) typescript/dist typescript/build
