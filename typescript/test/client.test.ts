@@ -11,7 +11,7 @@ import {
   GatewayError, JobFailedError, WatchClosedError, fetchReport, watchReport,
   type ConnectionState, type JobEvent, type ReportWatch, type WatchOptions,
 } from 'ssegate';
-import { Proxy, sleep, ssepubAsync, startGateway, startRedis, waitFor, type Gateway, type RedisServer } from './harness.js';
+import { Proxy, assertOnceInOrder, sleep, ssepubAsync, startGateway, startRedis, waitFor, type Gateway, type RedisServer } from './harness.js';
 
 let redis: RedisServer;
 let proxy: Proxy;
@@ -65,16 +65,6 @@ class Recorder<R> {
   types(): string[] {
     return this.events.map((x) => x.e.type);
   }
-}
-
-function assertOnceInOrder(ids: string[]): void {
-  assert.deepEqual(ids, [...new Set(ids)], 'an event ID handed out twice');
-  const sorted = [...ids].sort((a, b) => {
-    const [am, as] = a.split('-').map(Number) as [number, number];
-    const [bm, bs] = b.split('-').map(Number) as [number, number];
-    return am - bm || as - bs;
-  });
-  assert.deepEqual(ids, sorted, 'event IDs out of order');
 }
 
 describe('watchReport (Node, eventsource)', () => {
@@ -245,6 +235,63 @@ describe('watchReport (Node, eventsource)', () => {
   });
 });
 
+describe('watchReport with access tokens (gateway --jwt-secret)', () => {
+  const secret = 'a-test-secret-of-at-least-32-bytes-long';
+  let authGw: Gateway;
+  let authProxy: Proxy;
+
+  before(async () => {
+    authGw = await startGateway(redis.url, ['--retry', '200ms', '--jwt-secret', secret]);
+    authProxy = await new Proxy().listen();
+    authProxy.upstream = authGw.url;
+  });
+
+  after(async () => {
+    await authProxy?.close();
+    await authGw?.stop();
+  });
+
+  it('calls the token function again when the stream ends at the token\'s exp, losing nothing', async () => {
+    const job = jobId('token');
+    await pub(job, 'register');
+    await pub(job, 'status', 'processing');
+    const issued: number[] = [];
+    // The first token expires in 2 s (exp has whole seconds); later ones in an hour.
+    const token = () => {
+      issued.push(Date.now());
+      return mint(secret, [job], issued.length === 1 ? 2 : 3600);
+    };
+    const w = watchReport(job, { baseUrl: authProxy.url, EventSource, token, retryInitialMs: 100, retryMaxMs: 500 });
+    open.add(w as ReportWatch<unknown>);
+    const log = new Recorder(w);
+    await waitFor('live', () => w.state === 'live');
+    await pub(job, 'progress', '--step', '1', '--total', '3');
+    await waitFor('the stream refused with the expired token', () => authProxy.requests.some((r) => r.url.startsWith(`/api/reports/${job}/stream`) && r.status === 401), 10_000);
+    await pub(job, 'progress', '--step', '2', '--total', '3');
+    await pub(job, 'progress', '--step', '3', '--total', '3');
+    await pub(job, 'complete', '--report-id', 'r-token');
+    const done = await w.done;
+    assert.equal(done.reportId, 'r-token');
+    assert.deepEqual(log.steps(), [1, 2, 3], 'every progress event exactly once');
+    assertOnceInOrder(log.ids());
+    assert.ok(issued.length >= 2, `the token function was called ${issued.length} time(s)`);
+    assert.ok(log.states.includes('reconnecting'));
+  });
+
+  it('stops for good with the gateway error when the token does not cover the job', async () => {
+    const job = jobId('forbidden');
+    await pub(job, 'register');
+    const w = watchReport(job, { baseUrl: authProxy.url, EventSource, token: () => mint(secret, ['some-other-job'], 3600), retryInitialMs: 100 });
+    open.add(w as ReportWatch<unknown>);
+    const err = await w.done.then(() => assert.fail('done resolved'), (e: unknown) => e);
+    assert.ok(err instanceof GatewayError, String(err));
+    assert.equal(err.status, 403);
+    const n = authProxy.count(`/api/reports/${job}`);
+    await sleep(500);
+    assert.equal(authProxy.count(`/api/reports/${job}`), n, 'no retry after a refusal');
+  });
+});
+
 // restartRound: gateway A serves the stream; A dies; the proxy answers 502
 // while no gateway is up (the native EventSource gives up for good); then
 // gateway B comes up. Progress goes on being published all the while.
@@ -288,7 +335,7 @@ async function restartRound(round: number): Promise<void> {
 }
 
 // mint returns an HS256 access token granting jobs, expiring in ttl seconds.
-export function mint(secret: string, jobs: string[], ttlSeconds: number): string {
+function mint(secret: string, jobs: string[], ttlSeconds: number): string {
   const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
   const now = Math.floor(Date.now() / 1000);
   const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: 'test', iat: now, exp: now + ttlSeconds, jobs })}`;

@@ -4,9 +4,11 @@
 // the requests it sees and serves the built bundle to a browser.
 import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -45,8 +47,12 @@ class Proc {
   readonly output: string[] = [];
   readonly exited: Promise<number | null>;
 
-  constructor(cmd: string, args: string[], env?: NodeJS.ProcessEnv) {
-    this.child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  private readonly group: boolean;
+
+  /** group: run it in its own process group, and stop the whole group (a browser's helpers). */
+  constructor(cmd: string, args: string[], env?: NodeJS.ProcessEnv, group = false) {
+    this.group = group;
+    this.child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, detached: group });
     this.child.stdout?.on('data', (b: Buffer) => this.output.push(b.toString()));
     this.child.stderr?.on('data', (b: Buffer) => this.output.push(b.toString()));
     this.exited = new Promise((resolve) => this.child.on('exit', (code) => resolve(code)));
@@ -55,14 +61,26 @@ class Proc {
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    if (this.child.exitCode === null && this.child.signalCode === null) this.kill(signal);
     await this.exited;
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.group && this.child.pid !== undefined) {
+      try {
+        process.kill(-this.child.pid, signal);
+      } catch {
+        // already gone
+      }
+    } else {
+      this.child.kill(signal);
+    }
   }
 }
 
 const live = new Set<Proc>();
 process.on('exit', () => {
-  for (const p of live) p.child.kill('SIGKILL');
+  for (const p of live) p.kill('SIGKILL');
 });
 
 export interface RedisServer {
@@ -169,6 +187,9 @@ export class Proxy {
   upstream: string | null = null;
   private readonly server: http.Server;
   private readonly statics = new Map<string, { type: string; file: string }>();
+  private readonly dirs = new Map<string, string>();
+  /** Called with each JSON body a test page POSTs to /__test/log. */
+  onPageMessage: ((msg: unknown) => void) | null = null;
   private readonly sockets = new Set<net.Socket>();
   url = '';
 
@@ -192,6 +213,11 @@ export class Proxy {
     this.statics.set(`/static/${name}`, { type, file });
   }
 
+  /** Serves the files under dir at /static/prefix/…. */
+  serveDir(prefix: string, dir: string): void {
+    this.dirs.set(`/static/${prefix}/`, path.resolve(dir));
+  }
+
   /** Requests to paths starting with prefix. */
   count(prefix: string): number {
     return this.requests.filter((r) => r.url.startsWith(prefix)).length;
@@ -211,7 +237,12 @@ export class Proxy {
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const rec: ProxyRequest = { method: req.method ?? '', url: req.url ?? '', status: 0, at: Date.now() };
     this.requests.push(rec);
-    const st = this.statics.get((req.url ?? '').split('?')[0] ?? '');
+    const pathname = (req.url ?? '').split('?')[0] ?? '';
+    if (pathname.startsWith('/__test/') || pathname === '/favicon.ico') {
+      this.pageMessage(req, res, rec);
+      return;
+    }
+    const st = this.statics.get(pathname) ?? this.fromDir(pathname);
     if (st) {
       rec.status = 200;
       res.writeHead(200, { 'content-type': st.type, 'cache-control': 'no-store' });
@@ -244,4 +275,73 @@ export class Proxy {
     req.pipe(up);
     res.on('close', () => up.destroy());
   }
+
+  private fromDir(pathname: string): { type: string; file: string } | undefined {
+    for (const [prefix, dir] of this.dirs) {
+      if (!pathname.startsWith(prefix)) continue;
+      const file = path.resolve(dir, pathname.slice(prefix.length));
+      if (!file.startsWith(dir + path.sep) || !existsSync(file)) return undefined;
+      return { file, type: mimeTypes[path.extname(file)] ?? 'application/octet-stream' };
+    }
+    return undefined;
+  }
+
+  private pageMessage(req: http.IncomingMessage, res: http.ServerResponse, rec: ProxyRequest): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (b: Buffer) => chunks.push(b));
+    req.on('end', () => {
+      rec.status = 204;
+      res.writeHead(204).end();
+      if (req.method !== 'POST' || !this.onPageMessage) return;
+      try {
+        this.onPageMessage(JSON.parse(Buffer.concat(chunks).toString()));
+      } catch (err) {
+        console.error('page message:', err);
+      }
+    });
+  }
+}
+
+const mimeTypes: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.map': 'application/json',
+};
+
+export interface Browser {
+  output: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Opens url in a headless Chromium ($CHROMIUM_BIN, else chromium) with a
+ * fresh profile. The page talks back over HTTP (see Proxy.onPageMessage), so
+ * no DevTools client is needed.
+ */
+export async function startBrowser(url: string): Promise<Browser> {
+  const bin = process.env.CHROMIUM_BIN ?? 'chromium';
+  const profile = mkdtempSync(path.join(os.tmpdir(), 'ssegate-chromium-'));
+  const p = new Proc(bin, [
+    '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
+    '--no-default-browser-check', '--disable-extensions', '--disable-background-networking',
+    `--user-data-dir=${profile}`, url,
+  ], undefined, true);
+  return {
+    output: p.output,
+    stop: async () => {
+      await p.stop('SIGKILL');
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Fails unless ids are distinct and in stream order. */
+export function assertOnceInOrder(ids: string[]): void {
+  assert.deepEqual(ids, [...new Set(ids)], 'an event ID handed out twice');
+  const sorted = [...ids].sort((a, b) => {
+    const [am, as] = a.split('-').map(Number) as [number, number];
+    const [bm, bs] = b.split('-').map(Number) as [number, number];
+    return am - bm || as - bs;
+  });
+  assert.deepEqual(ids, sorted, 'event IDs out of order');
 }
