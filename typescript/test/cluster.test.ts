@@ -1,16 +1,18 @@
 // ssegate/publisher on a real 3-master Redis Cluster through createCluster:
 // jobs on every shard are stored on their slot's master; by default the
-// live message goes out with PUBLISH (which every node's SUBSCRIBE sees, as
-// the gateway reads it), and with `sharded` with SPUBLISH, which only an
-// SSUBSCRIBE on the slot's master sees.
+// live message goes out with SPUBLISH, which only an SSUBSCRIBE on the
+// slot's master sees (as the gateway reads a Cluster), and with
+// `sharded: false` with PUBLISH, which every node's SUBSCRIBE sees.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { createClient, createCluster } from 'redis';
+import { EventSource } from 'eventsource';
+import { watchReport } from 'ssegate';
 import { Publisher } from 'ssegate/publisher';
 
 import { inCI, redisCli, startCluster, type TestCluster } from './cluster-harness.js';
-import { waitFor } from './harness.js';
+import { startGateway, waitFor } from './harness.js';
 
 type Client = ReturnType<typeof createClient>;
 
@@ -66,7 +68,7 @@ async function listen(url: string, channel: string, sharded: boolean): Promise<{
   };
 }
 
-test('jobs on all three shards: stored on their master; PUBLISH by default, SPUBLISH when sharded', async (t) => {
+test('jobs on all three shards: stored on their master; SPUBLISH by default, PUBLISH when not sharded', async (t) => {
   if (skip) {
     t.skip(skip);
     return;
@@ -90,11 +92,11 @@ test('jobs on all three shards: stored on their master; PUBLISH by default, SPUB
   }
   assert.equal(jobs.size, 3, 'a job for every master');
 
-  const plain = new Publisher(rc);
-  const auto = new Publisher(rc, { sharded: 'auto' });
-  assert.equal(plain.sharded, false, 'PUBLISH unless asked: the gateway reads with SUBSCRIBE');
-  assert.equal(auto.sharded, true, 'auto: the cluster client is recognised');
-  assert.equal(new Publisher(rc, { sharded: false }).sharded, false);
+  const plain = new Publisher(rc, { sharded: false });
+  const auto = new Publisher(rc);
+  assert.equal(plain.sharded, false, 'PUBLISH when asked');
+  assert.equal(auto.sharded, true, 'by default, the cluster client is recognised');
+  assert.equal(new Publisher(rc, { sharded: 'auto' }).sharded, true);
 
   for (const [port, jobId] of jobs) {
     const url = `redis://127.0.0.1:${port}`;
@@ -129,5 +131,39 @@ test('jobs on all three shards: stored on their master; PUBLISH by default, SPUB
     assert.equal(state.last_id, ids.at(-1));
     assert.equal(await master.xLen(`ssegate:{${jobId}}:events`), 4);
     assert.match(await master.info('commandstats'), /cmdstat_eval:calls=1,/);
+  }
+});
+
+test('a job published on the cluster reaches watchReport through a gateway on the cluster, live', async (t) => {
+  if (skip) {
+    t.skip(skip);
+    return;
+  }
+  assert.ok(cluster && rc);
+  const [first, ...rest] = cluster.nodes.map((n) => `127.0.0.1:${n.port}`);
+  const gw = await startGateway(`redis+cluster://${first}?${rest.map((a) => `addr=${a}`).join('&')}`);
+  try {
+    const pub = new Publisher(rc);
+    assert.equal(pub.sharded, true);
+    // Jobs on several masters: each live message goes to its own master.
+    for (const jobId of ['web-cl-1', 'web-cl-2', 'web-cl-3', 'web-cl-4']) {
+      const job = pub.job(jobId);
+      await job.register();
+      const w = watchReport(jobId, { baseUrl: gw.url, EventSource, includeReport: true });
+      const steps: number[] = [];
+      w.on('progress', (e) => steps.push(e.step));
+      await waitFor('live', () => w.state === 'live');
+      await job.status('processing');
+      for (let i = 1; i <= 3; i++) {
+        await job.progress({ step: i, total: 3 });
+        await waitFor(`step ${i} live`, () => steps.length === i); // live, not at the end
+      }
+      await job.complete('r', { jobId });
+      const done = await w.done;
+      assert.deepEqual(done.report, { jobId });
+      assert.deepEqual(steps, [1, 2, 3]);
+    }
+  } finally {
+    await gw.stop();
   }
 });

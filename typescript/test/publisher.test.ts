@@ -549,7 +549,7 @@ describe('options', () => {
     }
   });
 
-  test('sharded: SPUBLISH reaches SSUBSCRIBE, not SUBSCRIBE; the default is PUBLISH', async () => {
+  test('sharded: SPUBLISH reaches SSUBSCRIBE, not SUBSCRIBE; the default on a single server is PUBLISH', async () => {
     assert.equal(publisher.sharded, false);
     assert.equal(new Publisher(c, { sharded: 'auto' }).sharded, false, 'auto: no cluster client here');
     const p = new Publisher(c, { sharded: true });

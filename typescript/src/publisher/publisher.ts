@@ -74,13 +74,13 @@ export interface PublisherOptions {
   /** The clock of event timestamps. Default `() => new Date()`. */
   now?: (() => Date) | undefined;
   /**
-   * Send live messages with `SPUBLISH` (Redis Cluster sharded pub/sub)
-   * instead of `PUBLISH`. `'auto'` means: on a cluster client (one with
-   * node-redis's `masters`, `slots` and `nodeClient`). Default `false`, as
-   * the Go publisher: today's gateway reads live messages with `SUBSCRIBE`
-   * only, and an `SPUBLISH`ed message never reaches it (see
-   * docs/protocol.md, "From other languages"). Turn it on only for
-   * consumers that `SSUBSCRIBE`.
+   * Send live messages with `SPUBLISH` (Redis Cluster sharded pub/sub, to
+   * the job's master only) instead of `PUBLISH`. Default `'auto'`: on a
+   * cluster client (one with node-redis's `masters`, `slots` and
+   * `nodeClient`, as `createCluster` makes), as the Go publisher does on a
+   * `redis+cluster://` URL; the gateway reads a Cluster's live messages
+   * with `SSUBSCRIBE`. `false` keeps `PUBLISH` (for a consumer that reads
+   * with `SUBSCRIBE`); `true` forces `SPUBLISH`.
    */
   sharded?: boolean | 'auto' | undefined;
 }
@@ -217,7 +217,7 @@ export class Publisher {
     if (/[{}]/.test(prefix)) {
       throw new RangeError(`ssegate/publisher: keyPrefix must not contain braces, got ${JSON.stringify(prefix)}`);
     }
-    const sharded = options.sharded === 'auto' ? isClusterClient(client) : options.sharded === true;
+    const sharded = (options.sharded ?? 'auto') === 'auto' ? isClusterClient(client) : options.sharded === true;
     this.keyPrefix = prefix;
     this.sharded = sharded;
     this.#s = {
