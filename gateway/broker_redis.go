@@ -30,33 +30,38 @@ const subscribeBatch = 512
 // writer of SUBSCRIBE and UNSUBSCRIBE commands, and its reader is the only
 // source of its callbacks.
 type redisBroker struct {
-	rdb            redis.UniversalClient
-	keys           protocol.Keys
+	psEnv
+	rdb  redis.UniversalClient
+	keys protocol.Keys
+
+	seed     maphash.Seed
+	conns    []*psConn
+	redisErr atomic.Pointer[error]
+}
+
+// psEnv is what a broker's pub/sub connections share.
+type psEnv struct {
 	ev             brokerEvents
 	metrics        *metrics
 	log            *slog.Logger
 	canaryInterval time.Duration
 	timeout        time.Duration
+	canaryNow      chan struct{} // a connection was just subscribed: prove it now
+}
 
-	seed      maphash.Seed
-	conns     []*psConn
-	canaryNow chan struct{} // a connection was just subscribed: prove it now
-	redisErr  atomic.Pointer[error]
+func newPSEnv(cfg Config, ev brokerEvents, m *metrics) psEnv {
+	return psEnv{
+		ev: ev, metrics: m, log: cfg.Logger, canaryInterval: cfg.CanaryInterval, timeout: cfg.RedisTimeout,
+		canaryNow: make(chan struct{}, 1),
+	}
 }
 
 var _ broker = (*redisBroker)(nil)
 
 func newRedisBroker(rdb redis.UniversalClient, cfg Config, keys protocol.Keys, ev brokerEvents, m *metrics, instance string) *redisBroker {
-	b := &redisBroker{
-		rdb: rdb, keys: keys, ev: ev, metrics: m, log: cfg.Logger,
-		canaryInterval: cfg.CanaryInterval, timeout: cfg.RedisTimeout,
-		seed: maphash.MakeSeed(), canaryNow: make(chan struct{}, 1),
-	}
+	b := &redisBroker{psEnv: newPSEnv(cfg, ev, m), rdb: rdb, keys: keys, seed: maphash.MakeSeed()}
 	for i := range cfg.PubSubConns {
-		b.conns = append(b.conns, &psConn{
-			b: b, index: i, canary: keys.Canary(instance + ":" + strconv.Itoa(i)),
-			subs: map[string]*channelSub{}, dirty: map[*channelSub]struct{}{}, wake: make(chan struct{}, 1),
-		})
+		b.conns = append(b.conns, newPSConn(&b.psEnv, rdb, false, strconv.Itoa(i), keys.Canary(instance+":"+strconv.Itoa(i))))
 	}
 	notYet := fmt.Errorf("%w: not checked yet", errRedisDown)
 	b.redisErr.Store(&notYet)
@@ -155,9 +160,19 @@ type channelSub struct {
 // subscribes every wanted channel again (go-redis's own reconnect, which
 // would subscribe them a second time, is refused by oneDialHook).
 type psConn struct {
-	b      *redisBroker
-	index  int
-	canary string
+	env     *psEnv
+	rdb     redis.UniversalClient // whose Subscribe (or SSubscribe) it uses
+	sharded bool                  // SSUBSCRIBE, one channel per command (see broker_cluster.go)
+	name    string                // in logs and errors
+	canary  string
+
+	// Sharded only: the commands sent and not yet answered, in order, as
+	// Redis answers them in order; a refusal (MOVED) names no channel.
+	pending []pendingCmd
+	// Sharded only: told when a channel is dropped or refused, to route it
+	// again (nil otherwise).
+	reroute func()
+	restart chan struct{} // sharded: reconnect now; holds a token while asked
 
 	mu    sync.Mutex // guards subs and dirty
 	subs  map[string]*channelSub
@@ -167,6 +182,21 @@ type psConn struct {
 	connected     atomic.Bool
 	everConnected atomic.Bool
 	lastCanary    atomic.Int64 // UnixNano of the last proof of delivery
+}
+
+// A pendingCmd is a subscribe or unsubscribe of one channel awaiting its
+// answer.
+type pendingCmd struct {
+	channel string
+	sub     bool
+}
+
+func newPSConn(env *psEnv, rdb redis.UniversalClient, sharded bool, name, canary string) *psConn {
+	return &psConn{
+		env: env, rdb: rdb, sharded: sharded, name: name, canary: canary,
+		subs: map[string]*channelSub{}, dirty: map[*channelSub]struct{}{}, wake: make(chan struct{}, 1),
+		restart: make(chan struct{}, 1),
+	}
 }
 
 // want records whether the hub wants job subscribed, for the run loop to
@@ -186,6 +216,31 @@ func (c *psConn) want(job, channel string, on bool) {
 	c.markDirtyLocked(s)
 }
 
+// release takes job's channel off the connection (it is routed to another
+// one) and reports whether its subscription was confirmed here: the caller
+// then tells the hub it is lost, before subscribing it elsewhere.
+func (c *psConn) release(channel string) (wasLive bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.subs[channel]
+	if s == nil {
+		return false
+	}
+	wasLive = s.wanted && s.state == stateLive
+	s.wanted = false
+	c.markDirtyLocked(s)
+	return wasLive
+}
+
+// kick subscribes again a wanted channel that Redis dropped or refused.
+func (c *psConn) kick(channel string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.subs[channel]; s != nil && s.wanted && s.state == stateIdle {
+		c.markDirtyLocked(s)
+	}
+}
+
 func (c *psConn) markDirtyLocked(s *channelSub) {
 	c.dirty[s] = struct{}{}
 	select {
@@ -197,10 +252,10 @@ func (c *psConn) markDirtyLocked(s *channelSub) {
 // healthy reports why the connection cannot deliver, or nil.
 func (c *psConn) healthy() error {
 	if !c.connected.Load() {
-		return fmt.Errorf("pub/sub connection %d is down", c.index)
+		return fmt.Errorf("pub/sub connection %s is down", c.name)
 	}
-	if age := time.Since(time.Unix(0, c.lastCanary.Load())); age > 3*c.b.canaryInterval {
-		return fmt.Errorf("pub/sub connection %d delivered no canary for %v", c.index, age.Round(time.Millisecond))
+	if age := time.Since(time.Unix(0, c.lastCanary.Load())); age > 3*c.env.canaryInterval {
+		return fmt.Errorf("pub/sub connection %s delivered no canary for %v", c.name, age.Round(time.Millisecond))
 	}
 	return nil
 }
@@ -215,11 +270,17 @@ func (c *psConn) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if c.reroute != nil {
+			c.reroute() // a master that failed may have been replaced
+		}
+		if errors.Is(err, errRestart) {
+			continue // asked for (its channels or its canary were routed elsewhere)
+		}
 		if errors.Is(err, errServed) {
 			backoff = 50 * time.Millisecond // it worked for a while: retry at once
 		}
-		c.b.metrics.redisErrors.WithLabelValues("pubsub").Inc()
-		c.b.log.Warn("pub/sub connection lost; reconnecting", "conn", c.index, "err", err, "retry_in", backoff)
+		c.env.metrics.redisErrors.WithLabelValues("pubsub").Inc()
+		c.env.log.Warn("pub/sub connection lost; reconnecting", "conn", c.name, "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -235,11 +296,22 @@ var errRedisDown = errors.New("redis")
 // errServed wraps the error that ended a connection that had been working.
 var errServed = errors.New("connection was up")
 
+// errRestart ends a connection that was asked to start again.
+var errRestart = errors.New("pub/sub connection restarted")
+
 // serve uses one Redis connection until it fails or ctx ends; it always
 // closes it. Every call on it carries a context that lets it dial once.
 func (c *psConn) serve(ctx context.Context) error {
 	ctx = withOneDial(ctx)
-	ps := c.b.rdb.Subscribe(ctx)
+	var ps *redis.PubSub
+	if c.sharded {
+		ps = c.rdb.SSubscribe(ctx)
+	} else {
+		ps = c.rdb.Subscribe(ctx)
+	}
+	c.mu.Lock()
+	c.pending = c.pending[:0]
+	c.mu.Unlock()
 	dead := make(chan error, 1)
 	done := make(chan struct{})
 	defer func() {
@@ -269,6 +341,8 @@ func (c *psConn) serve(ctx context.Context) error {
 			if err := c.reconcile(ctx, ps, false); err != nil {
 				return err
 			}
+		case <-c.restart:
+			return errRestart
 		}
 	}
 }
@@ -300,13 +374,16 @@ func (c *psConn) reconcile(ctx context.Context, ps *redis.PubSub, first bool) er
 	clear(c.dirty)
 	c.mu.Unlock()
 	for _, job := range confirm {
-		c.b.ev.confirmed(job)
+		c.env.ev.confirmed(job)
+	}
+	if c.sharded {
+		return c.reconcileSharded(ctx, ps, sub, unsub)
 	}
 
 	for len(sub) > 0 || len(unsub) > 0 {
 		n := min(len(sub), subscribeBatch)
 		m := min(len(unsub), subscribeBatch)
-		cctx, cancel := context.WithTimeout(ctx, c.b.timeout)
+		cctx, cancel := context.WithTimeout(ctx, c.env.timeout)
 		var err error
 		if n > 0 {
 			err = ps.Subscribe(cctx, sub[:n]...)
@@ -323,12 +400,49 @@ func (c *psConn) reconcile(ctx context.Context, ps *redis.PubSub, first bool) er
 	return nil
 }
 
+// reconcileSharded sends one SSUBSCRIBE or SUNSUBSCRIBE per channel: each
+// job is its own slot, and Redis Cluster refuses a command whose channels
+// are in different slots (CROSSSLOT). Each is recorded before it is sent,
+// for read to match the answers.
+func (c *psConn) reconcileSharded(ctx context.Context, ps *redis.PubSub, sub, unsub []string) error {
+	c.mu.Lock()
+	for _, ch := range sub {
+		c.pending = append(c.pending, pendingCmd{channel: ch, sub: true})
+	}
+	for _, ch := range unsub {
+		c.pending = append(c.pending, pendingCmd{channel: ch})
+	}
+	c.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, c.env.timeout)
+	defer cancel()
+	for _, ch := range sub {
+		if err := ps.SSubscribe(cctx, ch); err != nil {
+			return fmt.Errorf("ssubscribe: %w", err)
+		}
+	}
+	for _, ch := range unsub {
+		if err := ps.SUnsubscribe(cctx, ch); err != nil {
+			return fmt.Errorf("sunsubscribe: %w", err)
+		}
+	}
+	return nil
+}
+
 // read receives from the connection until it fails. A connection that
 // carries nothing, not even the canary, for three intervals is wedged.
 func (c *psConn) read(ctx context.Context, ps *redis.PubSub) error {
-	timeout := 3 * c.b.canaryInterval
+	timeout := 3 * c.env.canaryInterval
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, timeout)
+		var re redis.Error
+		if err != nil && c.sharded && errors.As(err, &re) {
+			// Redis refused one command (MOVED: the slot is elsewhere
+			// now); the connection itself is fine.
+			if err := c.refused(re); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -357,7 +471,7 @@ func (c *psConn) deliver(m *redis.Message) {
 	live := s != nil && s.wanted && s.state == stateLive
 	c.mu.Unlock()
 	if live {
-		c.b.ev.delivered(s.job, m.Payload)
+		c.env.ev.delivered(s.job, m.Payload)
 	}
 }
 
@@ -365,16 +479,32 @@ func (c *psConn) deliver(m *redis.Message) {
 // channel expects means the connection is not in the state we think: it is
 // dropped.
 func (c *psConn) confirmed(m *redis.Subscription) error {
+	kind := m.Kind
+	switch kind {
+	case "ssubscribe", "sunsubscribe": // the sharded forms
+		kind = kind[1:]
+	}
+	if c.sharded {
+		c.mu.Lock()
+		answer := len(c.pending) > 0 && c.pending[0].channel == m.Channel && c.pending[0].sub == (kind == "subscribe")
+		if answer {
+			c.pending = c.pending[1:]
+		}
+		c.mu.Unlock()
+		if !answer && kind == "unsubscribe" {
+			return c.dropped(m.Channel)
+		}
+	}
 	if m.Channel == c.canary {
-		if m.Kind == "subscribe" {
+		if kind == "subscribe" {
 			// Subscribed, but not yet proven to deliver: only a canary
 			// message counts as that, so ask for one now.
 			c.connected.Store(true)
 			if c.everConnected.Swap(true) {
-				c.b.metrics.redisReconnects.Inc()
+				c.env.metrics.redisReconnects.Inc()
 			}
 			select {
-			case c.b.canaryNow <- struct{}{}:
+			case c.env.canaryNow <- struct{}{}:
 			default:
 			}
 		}
@@ -383,7 +513,7 @@ func (c *psConn) confirmed(m *redis.Subscription) error {
 	c.mu.Lock()
 	s := c.subs[m.Channel]
 	confirm := false
-	switch m.Kind {
+	switch kind {
 	case "subscribe":
 		if s == nil || s.state != stateSubscribing {
 			c.mu.Unlock()
@@ -396,6 +526,10 @@ func (c *psConn) confirmed(m *redis.Subscription) error {
 			c.markDirtyLocked(s)
 		}
 	case "unsubscribe":
+		if c.sharded && (s == nil || s.state == stateIdle) {
+			c.mu.Unlock() // the server dropped it first (a slot moved): nothing left to do
+			return nil
+		}
 		if s == nil || s.state != stateUnsubscribing {
 			c.mu.Unlock()
 			return fmt.Errorf("unexpected unsubscribe confirmation for %q", m.Channel)
@@ -409,8 +543,67 @@ func (c *psConn) confirmed(m *redis.Subscription) error {
 	}
 	c.mu.Unlock()
 	if confirm {
-		c.b.ev.confirmed(s.job)
+		c.env.ev.confirmed(s.job)
 	}
+	return nil
+}
+
+// dropped handles a SUNSUBSCRIBE that Redis sent by itself: it does so for
+// the channels of a slot that moved to another master (a migration or a
+// failover). The job's subscription is lost (the hub refills the gap once it
+// is back) and the broker routes the channel again.
+func (c *psConn) dropped(channel string) error {
+	if channel == c.canary {
+		return errors.New("redis dropped the canary's subscription (its slot moved)")
+	}
+	c.mu.Lock()
+	s := c.subs[channel]
+	if s == nil || s.state == stateIdle {
+		c.mu.Unlock()
+		return nil
+	}
+	wasLive := s.state == stateLive && s.wanted
+	s.state = stateIdle
+	if !s.wanted {
+		delete(c.subs, channel)
+		delete(c.dirty, s)
+	}
+	c.mu.Unlock()
+	c.env.log.Debug("redis dropped a sharded subscription; routing it again", "conn", c.name, "channel", channel)
+	if wasLive {
+		c.env.ev.lost(s.job)
+	}
+	c.reroute()
+	return nil
+}
+
+// refused handles an error answer to the oldest command in flight (Redis
+// answers in order): a channel it refused to subscribe (MOVED) is routed
+// again. A refused canary ends the connection, for the broker to pick a
+// canary on this master's slots.
+func (c *psConn) refused(re redis.Error) error {
+	c.mu.Lock()
+	if len(c.pending) == 0 {
+		c.mu.Unlock()
+		return fmt.Errorf("an error answer with no command in flight: %w", re)
+	}
+	p := c.pending[0]
+	c.pending = c.pending[1:]
+	if p.channel == c.canary {
+		c.mu.Unlock()
+		return fmt.Errorf("canary subscription refused: %w", re)
+	}
+	s := c.subs[p.channel]
+	if s != nil {
+		s.state = stateIdle
+		if !s.wanted {
+			delete(c.subs, p.channel)
+			delete(c.dirty, s)
+		}
+	}
+	c.mu.Unlock()
+	c.env.log.Debug("redis refused a sharded (un)subscribe; routing it again", "conn", c.name, "channel", p.channel, "err", re)
+	c.reroute()
 	return nil
 }
 
@@ -433,7 +626,7 @@ func (c *psConn) lost() {
 	}
 	c.mu.Unlock()
 	for _, job := range lost {
-		c.b.ev.lost(job)
+		c.env.ev.lost(job)
 	}
 }
 

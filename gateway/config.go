@@ -19,6 +19,14 @@ import (
 type Config struct {
 	// Addr is the listen address of Run. Default ":8080".
 	Addr string
+	// TLSCertFile and TLSKeyFile are PEM files of a certificate chain and
+	// its private key: both, or neither. With them Serve serves HTTPS, with
+	// HTTP/2 or HTTP/1.1 by ALPN, and loads the pair again when the files
+	// change or ReloadCertificate is called (see tlscert.go). Without them
+	// it serves HTTP/1.1 and cleartext HTTP/2 (h2c), for a TLS-terminating
+	// proxy in front. Default: neither.
+	TLSCertFile string
+	TLSKeyFile  string
 	// KeyPrefix is the Redis key prefix; publishers must use the same one.
 	// Default "ssegate".
 	KeyPrefix string
@@ -239,6 +247,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("gateway: config PubSubConns must be 1-256, got %d", c.PubSubConns)
 	case c.Retry < time.Millisecond:
 		return fmt.Errorf("gateway: config Retry must be at least 1ms, got %v", c.Retry)
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		return errors.New("gateway: config TLSCertFile and TLSKeyFile go together: set both or neither")
 	case len(c.CORSOrigins) == 0:
 		return errors.New("gateway: config CORSOrigins must name at least one origin (\"*\" for any)")
 	}

@@ -56,6 +56,7 @@ type Server struct {
 	conns         map[*connSink]struct{} // streams taken over from net/http, to close at a forced shutdown
 	watcher       *closeWatcher          // notices closed taken-over connections; nil: readers do
 	readers       sync.WaitGroup         // reader goroutines watching connections without the watcher
+	certs         *certReloader          // the TLS certificate; nil: no TLS
 
 	// hookTakenOver, when set (by tests), runs right after a stream's
 	// connection is taken over from net/http.
@@ -63,6 +64,8 @@ type Server struct {
 	// readHeaderTimeout, when set (by tests), replaces Serve's 10s bound
 	// on reading a request's headers.
 	readHeaderTimeout time.Duration
+	// certPoll, when set (by tests), replaces certPollInterval.
+	certPoll time.Duration
 }
 
 // New builds a Server that reads jobs through rdb (a single, Sentinel or
@@ -82,6 +85,13 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	var certs *certReloader
+	if cfg.TLSCertFile != "" {
+		var err error
+		if certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Logger); err != nil {
+			return nil, err
+		}
+	}
 	reg := cfg.Registry
 	if reg == nil {
 		reg = newRegistry()
@@ -91,8 +101,12 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	m := newMetrics(reg)
 	enc := &encoder{store: st, maxReport: cfg.ReportMaxBytes, metrics: m}
 	hub := newHub(cfg, st, enc, m)
-	hub.broker = newRedisBroker(rdb, cfg, keys, hub.events(), m, instanceID())
-	s := &Server{cfg: cfg, store: st, enc: enc, hub: hub, metrics: m, registry: reg, log: cfg.Logger}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		hub.broker = newClusterBroker(cc, cfg, keys, hub.events(), m, instanceID())
+	} else {
+		hub.broker = newRedisBroker(rdb, cfg, keys, hub.events(), m, instanceID())
+	}
+	s := &Server{cfg: cfg, store: st, enc: enc, hub: hub, metrics: m, registry: reg, log: cfg.Logger, certs: certs}
 	s.publisher = publisher.New(rdb, publisher.WithKeyPrefix(cfg.KeyPrefix), publisher.WithIdempotencyWindow(cfg.IdempotencyWindow))
 	hint, err := lines(event.Message{Retry: cfg.Retry})
 	if err != nil {
@@ -249,22 +263,32 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		MaxHeaderBytes:    1 << 20, // a backstop; limitHeaders answers in JSON below it
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),
-		ConnContext:       connContext, // the scanned connection, for checkFraming
+		ConnContext:       connContext, // the scanned connection's framing, for checkFraming
 	}
-	// HTTP/1.1, and HTTP/2 without TLS for clients that know to use it (a
-	// TLS-terminating load balancer in front, say). Behind TLS of its own,
-	// wrap the listener with crypto/tls; HTTP/2 then needs ALPN there.
+	// Without TLS: HTTP/1.1, and HTTP/2 for clients that know to use it (a
+	// TLS-terminating load balancer in front, say). With TLS: HTTP/2 or
+	// HTTP/1.1, as the client chooses by ALPN.
 	hs.Protocols.SetHTTP1(true)
-	hs.Protocols.SetUnencryptedHTTP2(true)
+	if s.certs != nil {
+		hs.Protocols.SetHTTP2(true)
+	} else {
+		hs.Protocols.SetUnencryptedHTTP2(true)
+	}
 	if s.cfg.SendBuffer > 0 {
 		l = sendBufferListener{l, s.cfg.SendBuffer}
 	}
-	// Every TCP connection's requests are scanned for Content-Length with
-	// Transfer-Encoding (request smuggling; see smuggling.go).
-	l = scanListener{l}
+	// Every TCP connection's HTTP/1 requests are scanned for Content-Length
+	// with Transfer-Encoding (request smuggling; see smuggling.go): with
+	// TLS, once decrypted (see tlsListener).
+	if s.certs != nil {
+		l = newTLSListener(l, s.certs.tlsConfig(), hs.ReadHeaderTimeout, s.log) // hs.Serve closes it
+		defer s.certs.watch(cmp.Or(s.certPoll, certPollInterval))()
+	} else {
+		l = scanListener{l}
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
-	s.log.Info("gateway serving", "addr", l.Addr().String())
+	s.log.Info("gateway serving", "addr", l.Addr().String(), "tls", s.certs != nil)
 
 	select {
 	case err := <-errc:
@@ -294,7 +318,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		s.log.Warn("shutdown timed out; closing the remaining streams")
 		s.connsMu.Lock()
 		for sink := range s.conns {
-			_ = sink.conn.Close()
+			_ = closeNow(sink.conn)
 		}
 		s.connsMu.Unlock()
 		stopHub()

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"math"
 	"net"
@@ -32,15 +33,18 @@ import (
 //   - a connection that starts with the HTTP/2 preface is left alone: HTTP/2
 //     frames every message itself.
 //
-// Requests served through Handler alone (httptest, a server of the
-// embedder's own) and connections that are not TCP (a TLS listener's, a
-// Unix socket's) are not scanned: the check then does nothing.
+// With TLS (Config.TLSCertFile), the scanner reads the decrypted bytes of
+// each connection that chose HTTP/1 by ALPN (see tlsListener); one that
+// chose h2 is not scanned. Requests served through Handler alone (httptest,
+// a server of the embedder's own) and connections that are neither TCP nor
+// the gateway's own TLS (a Unix socket's, an embedder's TLS listener's) are
+// not scanned: the check then does nothing.
 
 // CodeAmbiguousLength is the code of the 400 answered to a request with
 // both Content-Length and Transfer-Encoding.
 const CodeAmbiguousLength = "AMBIGUOUS_LENGTH"
 
-// Why a scanner stopped (scannedConn.verdict).
+// Why a scanner stopped (framing.verdict).
 const (
 	framingFollowed  = iota // still scanning: every request so far was framed by Content-Length alone
 	framingAmbiguous        // a request had both fields: refuse, close
@@ -59,23 +63,35 @@ func (l scanListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
+// framing is what a connection's scan found: only the connection's Read
+// uses the scanner (net/http reads one at a time); the verdict is set once,
+// when the scanner stops, and read by handlers.
+type framing struct {
+	scan    lengthScanner
+	verdict atomic.Uint32
+}
+
+// saw scans bytes just read from the connection.
+func (f *framing) saw(p []byte) {
+	if len(p) > 0 && f.scan.state != scanStopped {
+		if v := f.scan.scan(p); v != framingFollowed {
+			f.verdict.Store(uint32(v))
+		}
+	}
+}
+
 // scannedConn is a TCP connection whose reads go through a lengthScanner.
 // It embeds *net.TCPConn, so every method but Read (and WriteTo, which would
 // read past it) is the TCP connection's own: writev for net.Buffers,
 // SyscallConn for the close watcher, CloseWrite for net/http.
 type scannedConn struct {
 	*net.TCPConn
-	scan    lengthScanner // only Read uses it; net/http reads one at a time
-	verdict atomic.Uint32 // set once, when the scanner stops; read by handlers
+	framing
 }
 
 func (c *scannedConn) Read(p []byte) (int, error) {
 	n, err := c.TCPConn.Read(p)
-	if n > 0 && c.scan.state != scanStopped {
-		if v := c.scan.scan(p[:n]); v != framingFollowed {
-			c.verdict.Store(uint32(v))
-		}
-	}
+	c.saw(p[:n])
 	return n, err
 }
 
@@ -85,13 +101,32 @@ func (c *scannedConn) WriteTo(w io.Writer) (int64, error) {
 	return io.Copy(w, struct{ io.Reader }{c})
 }
 
-type scannedConnKey struct{}
+// scannedTLSConn is a TLS connection that chose HTTP/1 (see tlsListener)
+// whose decrypted reads go through a lengthScanner. It embeds *tls.Conn:
+// net/http sets Request.TLS from its ConnectionState, and CloseWrite sends
+// close_notify. It has no SyscallConn: the close watcher cannot see through
+// TLS, so a stream taken over on it is watched by a reader goroutine.
+type scannedTLSConn struct {
+	*tls.Conn
+	framing
+}
+
+func (c *scannedTLSConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.saw(p[:n])
+	return n, err
+}
+
+type framingKey struct{}
 
 // connContext is the http.Server's ConnContext: it puts a scanned
-// connection in the context of its requests.
+// connection's framing in the context of its requests.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if sc, ok := c.(*scannedConn); ok {
-		return context.WithValue(ctx, scannedConnKey{}, sc)
+	switch c := c.(type) {
+	case *scannedConn:
+		return context.WithValue(ctx, framingKey{}, &c.framing)
+	case *scannedTLSConn:
+		return context.WithValue(ctx, framingKey{}, &c.framing)
 	}
 	return ctx
 }
@@ -101,8 +136,8 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 // connection whose scanner stopped; see above.
 func (s *Server) checkFraming(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c, ok := r.Context().Value(scannedConnKey{}).(*scannedConn); ok {
-			switch c.verdict.Load() {
+		if f, ok := r.Context().Value(framingKey{}).(*framing); ok {
+			switch f.verdict.Load() {
 			case framingAmbiguous:
 				s.log.Debug("refused a request with both Content-Length and Transfer-Encoding", "remote", remoteHost(r))
 				w.Header().Set("Connection", "close")

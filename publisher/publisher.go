@@ -49,9 +49,10 @@ const DefaultReportMaxBytes = 1 << 20
 
 // Publisher publishes events of jobs to one Redis deployment.
 type Publisher struct {
-	rdb  redis.UniversalClient
-	keys protocol.Keys
-	opts options
+	rdb     redis.UniversalClient
+	keys    protocol.Keys
+	opts    options
+	sharded bool // rdb is a Cluster client: live messages go out with SPUBLISH
 }
 
 type options struct {
@@ -95,7 +96,9 @@ func WithIdempotencyWindow(d time.Duration) Option { return func(o *options) { o
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // New returns a Publisher writing through rdb (a single, Sentinel or Cluster
-// client).
+// client). On a Cluster client (*redis.ClusterClient, what a redis+cluster://
+// URL gives; see package redisurl) live messages go out with SPUBLISH, to
+// the job's shard only, as the gateway reads them on a Cluster.
 func New(rdb redis.UniversalClient, opts ...Option) *Publisher {
 	o := options{
 		maxLen:         protocol.DefaultMaxLen,
@@ -108,7 +111,8 @@ func New(rdb redis.UniversalClient, opts ...Option) *Publisher {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return &Publisher{rdb: rdb, keys: protocol.NewKeys(o.prefix), opts: o}
+	_, sharded := rdb.(*redis.ClusterClient)
+	return &Publisher{rdb: rdb, keys: protocol.NewKeys(o.prefix), opts: o, sharded: sharded}
 }
 
 // Job returns the handle of one job. It does no I/O; an invalid ID is
@@ -220,6 +224,7 @@ func (j *Job) publish(ctx context.Context, op string, a protocol.PublishArgs, ev
 	}
 	o := &j.p.opts
 	a.Data, a.MaxLen, a.StaleTTL, a.Retention = string(data), o.maxLen, o.staleTTL, o.retention
+	a.Sharded = j.p.sharded
 	if j.idemKey != "" {
 		if !protocol.ValidIdempotencyKey(j.idemKey) {
 			return "", j.wrap(op, ErrInvalidIdempotencyKey)

@@ -37,7 +37,7 @@ func soak() bool { return os.Getenv("SSEGATE_SOAK") != "" }
 type cluster struct {
 	t     *testing.T
 	redis *redistest.Server
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	pub   *publisher.Publisher
 	gws   []*gatewaytest.Gateway
 }

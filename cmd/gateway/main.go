@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,7 +19,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -30,6 +30,7 @@ import (
 
 	"github.com/ssegate/ssegate/demo"
 	"github.com/ssegate/ssegate/gateway"
+	"github.com/ssegate/ssegate/pkg/redisurl"
 	"github.com/ssegate/ssegate/pkg/token"
 	"github.com/ssegate/ssegate/publisher"
 )
@@ -44,7 +45,6 @@ func main() {
 // options are the settings that are not gateway.Config fields.
 type options struct {
 	redisURL     string
-	redisMode    string
 	embeddedAddr string
 	logLevel     string
 	logFormat    string
@@ -68,8 +68,9 @@ type options struct {
 // envTwins maps each flag to its environment variable.
 var envTwins = map[string]string{
 	"addr":                     "SSEGATE_ADDR",
+	"tls-cert":                 "SSEGATE_TLS_CERT",
+	"tls-key":                  "SSEGATE_TLS_KEY",
 	"redis-url":                "REDIS_URL",
-	"redis-mode":               "SSEGATE_REDIS_MODE",
 	"embedded-redis-addr":      "SSEGATE_EMBEDDED_REDIS_ADDR",
 	"key-prefix":               "SSEGATE_KEY_PREFIX",
 	"heartbeat":                "SSEGATE_HEARTBEAT",
@@ -116,8 +117,9 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(usageOut)
 	fs.StringVar(&cfg.Addr, "addr", gateway.DefaultAddr, "listen address; with the embedded Redis the default is "+embeddedAddr)
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate chain, with --tls-key: serve HTTPS, HTTP/2 and HTTP/1.1 (reloaded on SIGHUP and when the files change); empty: HTTP/1.1 and h2c, behind a TLS-terminating proxy")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&o.redisURL, "redis-url", "", "Redis URL (redis://, rediss://, unix://); empty: embedded in-memory Redis")
-	fs.StringVar(&o.redisMode, "redis-mode", "auto", "single, sentinel or cluster; auto: sentinel if the URL has master_name, else single")
 	fs.StringVar(&o.embeddedAddr, "embedded-redis-addr", "127.0.0.1:6380", "address of the embedded Redis when no Redis URL is set")
 	fs.StringVar(&cfg.KeyPrefix, "key-prefix", "ssegate", "Redis key prefix (publishers must use the same)")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", gateway.DefaultHeartbeat, "a heartbeat goes out after this long without any other write")
@@ -164,6 +166,9 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		})
 	}
 
+	if getenv("SSEGATE_REDIS_MODE") != "" {
+		return cfg, o, errors.New("SSEGATE_REDIS_MODE is gone: the Redis URL's scheme says the deployment (redis+cluster://, redis+sentinel://)")
+	}
 	for name, env := range envTwins {
 		if v := getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
@@ -182,6 +187,9 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		cfg.Addr = embeddedAddr
 	}
 	cfg.NoAccessLog = o.accessLog == "off"
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return cfg, o, errors.New("--tls-cert and --tls-key (SSEGATE_TLS_CERT, SSEGATE_TLS_KEY) go together: set both, or neither")
+	}
 	switch {
 	case o.sendBuffer < 0:
 		return cfg, o, fmt.Errorf("--send-buffer must not be negative, got %d", o.sendBuffer)
@@ -330,70 +338,19 @@ func newRedis(o options, timeout time.Duration, log *slog.Logger) (redis.Univers
 		}
 		log.Warn("no Redis URL set: using an embedded in-memory Redis (data is lost on exit; set REDIS_URL for a real one)",
 			"addr", m.Addr(), "publish_with", "ssepub --redis-url redis://"+m.Addr()+"/0 JOB ...")
-		opts := &redis.Options{Addr: m.Addr()}
-		bound(nil, timeout, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout)
-		rdb := redis.NewClient(opts)
+		c := &redisurl.Config{Kind: redisurl.Single, Single: &redis.Options{Addr: m.Addr()}}
+		c.SetTimeouts(timeout)
+		rdb := c.NewClient()
 		return rdb, func() { _ = rdb.Close(); m.Close() }, nil
 	}
-	u, err := url.Parse(o.redisURL)
+	c, err := redisurl.Parse(o.redisURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--redis-url: %w", err)
 	}
-	q := u.Query()
-	mode := o.redisMode
-	if mode == "auto" {
-		mode = "single"
-		if q.Has("master_name") {
-			mode = "sentinel"
-		}
-	}
-	var rdb redis.UniversalClient
-	switch mode {
-	case "single":
-		opts, err := redis.ParseURL(o.redisURL)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--redis-url: %w", err)
-		}
-		bound(q, timeout, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout)
-		rdb = redis.NewClient(opts)
-	case "sentinel":
-		opts, err := redis.ParseFailoverURL(o.redisURL)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--redis-url (sentinel): %w", err)
-		}
-		bound(q, timeout, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout)
-		rdb = redis.NewFailoverClient(opts)
-	case "cluster":
-		opts, err := redis.ParseClusterURL(o.redisURL)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--redis-url (cluster): %w", err)
-		}
-		bound(q, timeout, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout)
-		rdb = redis.NewClusterClient(opts)
-	default:
-		return nil, nil, fmt.Errorf("--redis-mode must be auto, single, sentinel or cluster, got %q", o.redisMode)
-	}
+	c.SetTimeouts(timeout)
+	rdb := c.NewClient()
+	log.Info("redis", "kind", c.Kind.String(), "url", redisurl.Redact(o.redisURL))
 	return rdb, func() { _ = rdb.Close() }, nil
-}
-
-// bound sets each of a Redis client's timeouts that the URL's query q does
-// not name to d, and makes the client honour its contexts' deadlines unless
-// q names context_timeout_enabled (only a sentinel URL may). Without it
-// go-redis ignores the deadline of a call's context on the socket and waits
-// its own defaults (5 s per read or dial) whatever --redis-timeout says.
-// The pool wait gets d too: the default, ReadTimeout + 1 s, would let a call
-// that carries no deadline queue behind a hung Redis for longer than a read.
-func bound(q url.Values, d time.Duration, contextTimeout *bool, dial, read, write, pool *time.Duration) {
-	if !q.Has("context_timeout_enabled") {
-		*contextTimeout = true
-	}
-	for name, p := range map[string]*time.Duration{
-		"dial_timeout": dial, "read_timeout": read, "write_timeout": write, "pool_timeout": pool,
-	} {
-		if !q.Has(name) {
-			*p = d
-		}
-	}
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -427,6 +384,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	logAuth(log, cfg, o)
+	if cfg.TLSCertFile != "" {
+		defer reloadOnHangup(srv)()
+	}
 	if o.demo.on(o.redisURL) {
 		d := demo.New(publisher.New(rdb, publisher.WithKeyPrefix(cfg.KeyPrefix)), log, demo.WithStepScale(o.demoScale))
 		defer d.Close()
@@ -504,12 +464,21 @@ func healthcheck(ctx context.Context, args []string, getenv func(string) string,
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	scheme, client := "http", http.DefaultClient
+	if cfg.TLSCertFile != "" {
+		// The certificate names the public host, not loopback; this only
+		// asks whether the local process answers.
+		scheme = "https"
+		tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+		defer tr.CloseIdleConnections()
+		client = &http.Client{Transport: tr}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+net.JoinHostPort(host, port)+"/healthz", nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "gateway healthcheck: %v\n", err)
 		return 2
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "gateway healthcheck: %v\n", err)
 		return 1
@@ -606,4 +575,30 @@ func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
 	}()
 	log.Info("pprof serving", "addr", l.Addr().String())
 	return func() { _ = hs.Close(); <-done }, nil
+}
+
+// reloadOnHangup reloads the gateway's TLS certificate on each SIGHUP (a
+// failure is logged by the gateway, which keeps the current one) until
+// stop is called.
+func reloadOnHangup(srv *gateway.Server) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		for {
+			select {
+			case <-hup:
+				_ = srv.ReloadCertificate()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-ended
+	}
 }

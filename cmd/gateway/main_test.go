@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -32,13 +33,14 @@ var sampleEnv = map[string]string{
 	"SSEGATE_SHUTDOWN_GRACE": "1s", "SSEGATE_SHUTDOWN_TIMEOUT": "12s", "SSEGATE_SEND_BUFFER": "65536",
 	"SSEGATE_WRITE_TIMEOUT": "3s", "SSEGATE_PUBSUB_CONNS": "2", "SSEGATE_JOIN_TIMEOUT": "1s", "SSEGATE_LINGER": "250ms",
 	"SSEGATE_CANARY_INTERVAL": "500ms", "SSEGATE_REDIS_TIMEOUT": "2s", "SSEGATE_LOG_LEVEL": "debug",
-	"SSEGATE_LOG_FORMAT": "json", "SSEGATE_EMBEDDED_REDIS_ADDR": "127.0.0.1:7000", "SSEGATE_REDIS_MODE": "single",
+	"SSEGATE_LOG_FORMAT": "json", "SSEGATE_EMBEDDED_REDIS_ADDR": "127.0.0.1:7000",
 	"SSEGATE_DEMO": "off", "SSEGATE_ACCESS_LOG": "off", "SSEGATE_DEMO_STEP_SCALE": "0.5", "SSEGATE_PPROF_ADDR": "127.0.0.1:6060",
 	"SSEGATE_JWT_SECRET": "a-subscriber-secret-of-32-bytes-at-least", "SSEGATE_JWT_PUBLIC_KEY": "testdata/jwt-public.pem",
 	"SSEGATE_PUBLISHER_JWT_SECRET": "a-publisher-secret-of-32-bytes-at-least", "SSEGATE_PUBLISHER_JWT_PUBLIC_KEY": "testdata/jwt-public.pem",
 	"SSEGATE_JWT_ISSUER": "https://app.example", "SSEGATE_JWT_AUDIENCE": "ssegate", "SSEGATE_JWT_COOKIE": "ssegate_token",
 	"SSEGATE_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1", "SSEGATE_MAX_CONNECTIONS_PER_IP": "20",
 	"SSEGATE_PUBLISH_MAX_BYTES": "4096", "SSEGATE_IDEMPOTENCY_WINDOW": "10m",
+	"SSEGATE_TLS_CERT": "/etc/ssegate/tls/tls.crt", "SSEGATE_TLS_KEY": "/etc/ssegate/tls/tls.key", // read by gateway.New, not parseConfig
 }
 
 func TestDefaults(t *testing.T) {
@@ -98,6 +100,7 @@ func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
 		CanaryInterval: 500 * time.Millisecond, RedisTimeout: 2 * time.Second, NoAccessLog: true,
 		AuthCookie: "ssegate_token", MaxConnectionsPerIP: 20, PublishMaxBytes: 4096, IdempotencyWindow: 10 * time.Minute,
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")},
+		TLSCertFile:    "/etc/ssegate/tls/tls.crt", TLSKeyFile: "/etc/ssegate/tls/tls.key",
 	}
 	got := cfg
 	if got.Auth == nil || got.PublishAuth == nil {
@@ -111,7 +114,7 @@ func TestEveryFlagHasAWorkingEnvTwin(t *testing.T) {
 		t.Errorf("CORS origins %q", cfg.CORSOrigins)
 	}
 	if o.redisURL != "redis://example:6379/2" || o.logLevel != "debug" || o.logFormat != "json" ||
-		o.embeddedAddr != "127.0.0.1:7000" || o.redisMode != "single" || o.demo != "off" || o.demoScale != 0.5 || o.pprofAddr != "127.0.0.1:6060" {
+		o.embeddedAddr != "127.0.0.1:7000" || o.demo != "off" || o.demoScale != 0.5 || o.pprofAddr != "127.0.0.1:6060" {
 		t.Errorf("options from the environment: %+v", o)
 	}
 }
@@ -151,6 +154,8 @@ func TestBadSettings(t *testing.T) {
 		{"not a PEM file", []string{"--jwt-public-key", "main_test.go"}, nil, "no PEM public key"},
 		{"bad trusted proxy", []string{"--trusted-proxies", "10.0.0.0/8,proxy.local"}, nil, `"proxy.local" is neither a CIDR nor an address`},
 		{"negative per-IP limit", []string{"--max-connections-per-ip", "-1"}, nil, "--max-connections-per-ip"},
+		{"TLS cert without key", []string{"--tls-cert", "tls.crt"}, nil, "--tls-cert and --tls-key (SSEGATE_TLS_CERT, SSEGATE_TLS_KEY) go together"},
+		{"TLS key without cert", nil, map[string]string{"SSEGATE_TLS_KEY": "tls.key"}, "--tls-cert and --tls-key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -189,7 +194,7 @@ func TestRunExitCodes(t *testing.T) {
 func TestRedisTimeoutsFromFlagAndURL(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.DiscardHandler)
-	rdb, stop, err := newRedis(options{redisURL: "redis://127.0.0.1:1/0?read_timeout=7s&pool_timeout=9s", redisMode: "auto"}, 300*time.Millisecond, log)
+	rdb, stop, err := newRedis(options{redisURL: "redis://127.0.0.1:1/0?read_timeout=7s&pool_timeout=9s"}, 300*time.Millisecond, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,6 +204,35 @@ func TestRedisTimeoutsFromFlagAndURL(t *testing.T) {
 		o.ReadTimeout != 7*time.Second || o.PoolTimeout != 9*time.Second {
 		t.Errorf("options: context=%v dial=%v read=%v write=%v pool=%v; want true, 300ms, 7s (URL), 300ms, 9s (URL)",
 			o.ContextTimeoutEnabled, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout)
+	}
+}
+
+// TestRedisURLSchemes: the URL's scheme picks the client, and the old
+// --redis-mode environment variable is refused with what replaced it.
+func TestRedisURLSchemes(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	for raw, want := range map[string]string{
+		"redis://127.0.0.1:1/0":                                         "*redis.Client",
+		"redis+cluster://127.0.0.1:1?addr=127.0.0.1:2":                  "*redis.ClusterClient",
+		"redis+sentinel://127.0.0.1:1?addr=127.0.0.1:2&master=mymaster": "*redis.Client",
+	} {
+		rdb, stop, err := newRedis(options{redisURL: raw}, time.Second, log)
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		if got := fmt.Sprintf("%T", rdb); got != want {
+			t.Errorf("%s: client %s, want %s", raw, got, want)
+		}
+		stop()
+	}
+	if _, _, err := newRedis(options{redisURL: "redis://127.0.0.1:1?master_name=m"}, time.Second, log); err == nil || !strings.Contains(err.Error(), "redis+sentinel://") {
+		t.Errorf("master_name on redis://: %v", err)
+	}
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"--addr", "127.0.0.1:0"}, env(map[string]string{"SSEGATE_REDIS_MODE": "cluster"}), &out, &errb)
+	if code != 2 || !strings.Contains(errb.String(), "redis+cluster://") {
+		t.Errorf("SSEGATE_REDIS_MODE set: exit %d, %q", code, errb.String())
 	}
 }
 
@@ -252,19 +286,25 @@ func TestHealthcheck(t *testing.T) {
 // "unexpected arguments" error: the flag parsed as a boolean).
 func TestEveryFlagTakesItsValueEitherWay(t *testing.T) {
 	t.Parallel()
+	// Flags that go in pairs are tried with the other one in the environment.
+	partner := map[string]string{"SSEGATE_TLS_CERT": "SSEGATE_TLS_KEY", "SSEGATE_TLS_KEY": "SSEGATE_TLS_CERT"}
 	for name, twin := range envTwins {
 		v := sampleEnv[twin]
+		base, both := map[string]string{}, map[string]string{twin: v}
+		if p, ok := partner[twin]; ok {
+			base[p], both[p] = sampleEnv[p], sampleEnv[p]
+		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			spaced, so, err := parseConfig([]string{"--" + name, v}, env(nil), io.Discard)
+			spaced, so, err := parseConfig([]string{"--" + name, v}, env(base), io.Discard)
 			if err != nil {
 				t.Fatalf("--%s %s: %v", name, v, err)
 			}
-			joined, jo, err := parseConfig([]string{"--" + name + "=" + v}, env(nil), io.Discard)
+			joined, jo, err := parseConfig([]string{"--" + name + "=" + v}, env(base), io.Discard)
 			if err != nil {
 				t.Fatalf("--%s=%s: %v", name, v, err)
 			}
-			fromEnv, eo, err := parseConfig(nil, env(map[string]string{twin: v}), io.Discard)
+			fromEnv, eo, err := parseConfig(nil, env(both), io.Discard)
 			if err != nil {
 				t.Fatalf("%s=%s: %v", twin, v, err)
 			}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/ssegate/ssegate/pkg/event"
 	"github.com/ssegate/ssegate/pkg/protocol"
+	"github.com/ssegate/ssegate/pkg/redisurl"
 	"github.com/ssegate/ssegate/publisher"
 )
 
@@ -101,7 +102,7 @@ func publish(ctx context.Context, args []string, getenv func(string) string, std
 		return "", usageErr("%v, got %q", protocol.ErrInvalidJobID, jobID)
 	}
 
-	opts, err := redis.ParseURL(*redisURL)
+	cfg, err := redisurl.Parse(*redisURL)
 	if err != nil {
 		return "", usageErr("--redis-url: %v", err)
 	}
@@ -110,7 +111,7 @@ func publish(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return "", err
 	}
-	rdb := redis.NewClient(opts)
+	rdb := cfg.NewClient()
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

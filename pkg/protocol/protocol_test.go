@@ -64,41 +64,12 @@ func TestKeys(t *testing.T) {
 	}
 }
 
-// crc16 is the CRC16-CCITT (XModem) that Redis Cluster uses for key slots.
-func crc16(b string) uint16 {
-	var crc uint16
-	for i := 0; i < len(b); i++ {
-		crc ^= uint16(b[i]) << 8
-		for j := 0; j < 8; j++ {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
-
-// slot is Redis Cluster's HASH_SLOT, hash tags included.
-func slot(key string) uint16 {
-	if s := strings.IndexByte(key, '{'); s >= 0 {
-		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
-			key = key[s+1 : s+1+e]
-		}
-	}
-	return crc16(key) % 16384
-}
-
 func TestKeysShareOneSlot(t *testing.T) {
 	t.Parallel()
-	if got := crc16("123456789"); got != 0x31C3 {
-		t.Fatalf("crc16 check value = %#x, want 0x31c3", got)
-	}
 	for _, job := range []string{"abc", "job-1", "a:b:c", "x.y_z", strings.Repeat("9", 128)} {
 		for _, k := range []Keys{NewKeys(""), NewKeys("p:{q}")} {
-			want := slot(k.Events(job))
-			if slot(k.State(job)) != want || slot(k.Live(job)) != want {
+			want := Slot(k.Events(job))
+			if Slot(k.State(job)) != want || Slot(k.Live(job)) != want {
 				t.Errorf("job %q prefix %q: keys in different slots", job, k.Prefix())
 			}
 		}

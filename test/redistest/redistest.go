@@ -35,6 +35,8 @@ type Server struct {
 	dir     string
 	port    int
 	persist bool
+	conf    string   // config file, the first argument when set (sentinels need one)
+	args    []string // extra arguments, after the defaults, so they win
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	paused  bool
@@ -46,6 +48,12 @@ type Option func(*Server)
 // WithPersistence turns on the append-only file, so the server's data
 // survives Stop and Start (for restart tests).
 func WithPersistence() Option { return func(s *Server) { s.persist = true } }
+
+// WithArgs passes extra redis-server arguments ("--maxmemory", "10mb"),
+// after the default ones, so they override them.
+func WithArgs(args ...string) Option {
+	return func(s *Server) { s.args = append(s.args, args...) }
+}
 
 // Binary returns the path of redis-server, or "" if there is none.
 func Binary() string {
@@ -147,16 +155,21 @@ func (s *Server) Do(tb testing.TB, args ...any) any {
 }
 
 func (s *Server) start() error {
-	args := []string{
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf)
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--protected-mode", "no",
 		"--dir", s.dir, "--save", "", "--logfile", filepath.Join(s.dir, "redis.log"),
 		"--daemonize", "no",
-	}
+	)
 	if s.persist {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
+	args = append(args, s.args...)
 	cmd := exec.Command(s.bin, args...)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
