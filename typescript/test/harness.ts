@@ -166,6 +166,9 @@ export function ssepubAsync(redisUrl: string, args: string[], input?: string): P
       if (err) reject(new Error(`ssepub ${args.join(' ')}: ${err.message}\n${stderr}`));
       else resolve(stdout.trim());
     });
+    // ssepub reads stdin only for `--report -`: it may exit before the pipe
+    // is written, and the write then fails with EPIPE, which says nothing.
+    child.stdin?.on('error', () => undefined);
     child.stdin?.end(input ?? '');
   });
 }
