@@ -202,11 +202,11 @@ func (b *bench) checkLimits(res *Result) {
 
 // setup starts the target (the publisher library on Redis, or the floor
 // server) and the sampler of the server under test.
-func (b *bench) setup(res *Result) (target, *serverSampler, *redis.Client, error) {
+func (b *bench) setup(res *Result) (target, *serverSampler, redis.UniversalClient, error) {
 	cfg := b.cfg
 	sampler := &serverSampler{client: &http.Client{Timeout: 5 * time.Second}}
 	var tgt target
-	var rdb *redis.Client
+	var rdb redis.UniversalClient
 	if cfg.floor {
 		ft, err := startFloor(cfg, b.log)
 		if err != nil {
@@ -272,7 +272,7 @@ func (b *bench) connect(ctx, clientCtx context.Context, res *Result) *sync.WaitG
 
 // load publishes at --rate: --warmup first, then the measured window, whose
 // boundaries are sampled.
-func (b *bench) load(ctx context.Context, res *Result, sampler *serverSampler, rdb *redis.Client, sm *samples) {
+func (b *bench) load(ctx context.Context, res *Result, sampler *serverSampler, rdb redis.UniversalClient, sm *samples) {
 	cfg := b.cfg
 	pubCtx, stopPub := context.WithCancel(ctx)
 	defer stopPub()
@@ -408,6 +408,7 @@ func (b *bench) redisResult(res *Result, sm *samples) {
 		res.Redis.LoadCPUS = sm.redisLoad1.CPU - sm.redisLoad0.CPU
 		res.Redis.Load = redisDelta(sm.redisLoad0, sm.redisLoad1, float64(res.Publish.Events))
 	}
+	res.Redis.Shards = shardDeltas(sm, float64(res.Publish.Events))
 }
 
 // prepublish publishes n events per job for clients to resume from the

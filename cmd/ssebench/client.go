@@ -62,7 +62,7 @@ func newHTTPClient(conns int) *http.Client {
 
 // streamURL is client i's stream URL.
 func (b *bench) streamURL(i int) string {
-	base := b.cfg.gateways[i%len(b.cfg.gateways)]
+	base := b.cfg.gateways[b.cfg.gatewayOf(i)]
 	u := base + "/api/reports/" + b.cfg.jobName(i%b.cfg.jobs) + "/stream?timeout=" + b.cfg.streamTimeout.String()
 	if b.tokens != nil {
 		u += "&access_token=" + b.tokens[i%b.cfg.jobs]

@@ -23,6 +23,7 @@ type config struct {
 	redisURL    string
 	keyPrefix   string
 	gatewayPIDs []int
+	spreadJobs  bool // each job's clients over every gateway
 
 	clients          int
 	jobs             int
@@ -72,7 +73,8 @@ const usageHead = `usage: ssebench [run] [flags]     benchmark gateways (the def
        ssebench floor [flags]     the same load through the thinnest possible server
 
 ssebench opens --clients SSE streams over --jobs jobs (client i watches job
-i mod jobs, on gateway i mod gateways), publishes progress events at --rate
+i mod jobs, on gateway i mod gateways; with --spread-jobs on gateway
+(i mod jobs + i div jobs) mod gateways), publishes progress events at --rate
 per second (over all jobs) for --duration, each carrying its publish time,
 and reports connect time, deliveries/s, end-to-end latency (publish -> client
 parsed), lost/duplicated/out-of-order events, and the server's RSS and CPU.
@@ -102,6 +104,7 @@ func parseConfig(floor bool, args []string, out io.Writer) (*config, error) {
 	fs.Var(listFlag{&gateways}, "gateway", "gateway base URL; repeat or comma-separate for several (default http://127.0.0.1:8080)")
 	fs.StringVar(&c.redisURL, "redis-url", "redis://127.0.0.1:6380/0", "Redis to publish to: the gateways' Redis (default: the gateway's embedded one)")
 	fs.StringVar(&c.keyPrefix, "key-prefix", protocol.DefaultPrefix, "Redis key prefix, as the gateways use")
+	fs.BoolVar(&c.spreadJobs, "spread-jobs", false, "spread each job's clients over every gateway, as a load balancer would (by default client i goes to gateway i mod gateways, which puts each job on one gateway when --jobs is a multiple of the gateways)")
 	fs.Var(listFlag{&pids}, "gateway-pid", "gateway process IDs (repeat or comma list) to read CPU and RSS from /proc; default: each gateway's /metrics")
 	fs.IntVar(&c.clients, "clients", 100, "SSE clients")
 	fs.IntVar(&c.jobs, "jobs", 10, "jobs the clients watch")
@@ -215,6 +218,14 @@ func (c *config) validate() error {
 
 // loadWindow reports whether the run publishes during a measured window.
 func (c *config) loadWindow() bool { return !c.idle && c.rate > 0 && c.duration > 0 }
+
+// gatewayOf is the index of client i's gateway.
+func (c *config) gatewayOf(i int) int {
+	if c.spreadJobs {
+		return (i%c.jobs + i/c.jobs) % len(c.gateways)
+	}
+	return i % len(c.gateways)
+}
 
 // jobName returns the ID of job j.
 func (c *config) jobName(j int) string { return c.jobPrefix + strconv.Itoa(j) }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ssegate/ssegate/pkg/event"
 	"github.com/ssegate/ssegate/pkg/protocol"
+	"github.com/ssegate/ssegate/pkg/redisurl"
 	"github.com/ssegate/ssegate/publisher"
 )
 
@@ -108,18 +109,25 @@ func progressData(job string, step int, name string, now time.Time) []byte {
 
 // redisTarget publishes through the publisher library.
 type redisTarget struct {
-	rdb  *redis.Client
+	rdb  redis.UniversalClient
 	jobs []*publisher.Job
 	pad  string
 }
 
 func newRedisTarget(c *config) (*redisTarget, error) {
-	opts, err := redis.ParseURL(c.redisURL)
+	rc, err := redisurl.Parse(c.redisURL)
 	if err != nil {
 		return nil, fmt.Errorf("--redis-url: %w", err)
 	}
-	opts.PoolSize = max(opts.PoolSize, c.publishers+4)
-	rdb := redis.NewClient(opts)
+	switch {
+	case rc.Single != nil:
+		rc.Single.PoolSize = max(rc.Single.PoolSize, c.publishers+4)
+	case rc.Cluster != nil:
+		rc.Cluster.PoolSize = max(rc.Cluster.PoolSize, c.publishers+4) // per node
+	case rc.Failover != nil:
+		rc.Failover.PoolSize = max(rc.Failover.PoolSize, c.publishers+4)
+	}
+	rdb := rc.NewClient()
 	pub := publisher.New(rdb, publisher.WithKeyPrefix(c.keyPrefix))
 	t := &redisTarget{rdb: rdb, pad: padding(c.jobName(c.jobs-1), c.payload)}
 	for j := range c.jobs {

@@ -170,6 +170,19 @@ type RedisResult struct {
 	LoadCPUS    float64             `json:"load_cpu_s"`
 	Connect     map[string]CmdDelta `json:"connect_commands"` // connect phase
 	Load        map[string]CmdDelta `json:"load_commands"`    // measured window, with per-event calls
+	// Shards is each Redis Cluster master's own share, by address (none on
+	// a single server). The figures above are their sums.
+	Shards map[string]*ShardResult `json:"shards,omitempty"`
+}
+
+// ShardResult is one Cluster master's work. Its per-event figures divide
+// its own calls by every event published in the window (on all masters),
+// so the shards' figures add up to the totals.
+type ShardResult struct {
+	ConnectCPUS float64             `json:"connect_cpu_s"`
+	LoadCPUS    float64             `json:"cpu_seconds"` // measured window
+	Connect     map[string]CmdDelta `json:"connect_commands,omitempty"`
+	Load        map[string]CmdDelta `json:"commands,omitempty"` // measured window, with per-event calls
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
@@ -279,24 +292,48 @@ func writeTable(w io.Writer, r *Result) {
 			p("  redis        CPU %.2fs connecting", r.Redis.ConnectCPUS)
 		}
 		if len(r.Redis.Load) > 0 {
-			var parts []string
-			for _, n := range sortedCommands(r.Redis.Load) {
-				d := r.Redis.Load[n]
-				parts = append(parts, fmt.Sprintf("%s %.0f (%.2f/event)", n, d.Calls, d.PerEvent))
-			}
-			p("               load calls: %s", strings.Join(parts, ", "))
+			p("               load calls: %s", loadCalls(r.Redis.Load))
 		}
 		if len(r.Redis.Connect) > 0 {
-			var parts []string
-			for _, n := range sortedCommands(r.Redis.Connect) {
-				parts = append(parts, fmt.Sprintf("%s %.0f", n, r.Redis.Connect[n].Calls))
+			p("               connect calls: %s", connectCalls(r.Redis.Connect))
+		}
+		for _, addr := range sortedShards(r.Redis.Shards) {
+			sh := r.Redis.Shards[addr]
+			line := fmt.Sprintf("  shard        %s: CPU %.2fs in the load window, %.2fs connecting", addr, sh.LoadCPUS, sh.ConnectCPUS)
+			if r.Publish.WindowS <= 0 {
+				line = fmt.Sprintf("  shard        %s: CPU %.2fs connecting", addr, sh.ConnectCPUS)
 			}
-			p("               connect calls: %s", strings.Join(parts, ", "))
+			if len(sh.Load) > 0 {
+				line += "; load calls: " + loadCalls(sh.Load)
+			}
+			if len(sh.Connect) > 0 {
+				line += "; connect calls: " + connectCalls(sh.Connect)
+			}
+			p("%s", line)
 		}
 	}
 	for _, e := range r.Errors {
 		p("  problem      %s", e)
 	}
+}
+
+// loadCalls is "name calls (per event/event), ..." by calls, most first.
+func loadCalls(m map[string]CmdDelta) string {
+	var parts []string
+	for _, n := range sortedCommands(m) {
+		d := m[n]
+		parts = append(parts, fmt.Sprintf("%s %.0f (%.2f/event)", n, d.Calls, d.PerEvent))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// connectCalls is "name calls, ..." by calls, most first.
+func connectCalls(m map[string]CmdDelta) string {
+	var parts []string
+	for _, n := range sortedCommands(m) {
+		parts = append(parts, fmt.Sprintf("%s %.0f", n, m[n].Calls))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func labelSuffix(l string) string {

@@ -6,14 +6,22 @@
 #   cmd/ssebench/scenarios.sh OUT_DIR [SCENARIO...]
 #
 # SCENARIO is any of: broadcast broadcast-pinned many-jobs idle storm two
-# (default: all). SCALE=0.1 divides client counts and durations for a smoke
-# run. Needs redis-server, taskset (util-linux) for broadcast-pinned, and
-# RLIMIT_NOFILE room for about 2 × clients descriptors.
+# cluster (default: all but cluster). SCALE=0.1 divides client counts and
+# durations for a smoke run. Needs redis-server, taskset (util-linux) for
+# broadcast-pinned, and RLIMIT_NOFILE room for about 2 × clients descriptors.
+#
+# cluster: two gateways on a 3-master Redis Cluster (cluster.sh) against two
+# gateways on one redis-server, many jobs and broadcast, ROUNDS rounds
+# (default 2) in alternating order, no floor runs. Each run also writes, from
+# the middle of its load window, every master's pub/sub connections by
+# gateway and its live channels to OUT_DIR/LABEL.pubsub, and each run's
+# result as one JSON line (with Redis per shard) to OUT_DIR/runs.jsonl.
 set -euo pipefail
 out=${1:?usage: scenarios.sh OUT_DIR [SCENARIO...]}
 shift
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(broadcast broadcast-pinned many-jobs idle storm two)
+here=$(cd "$(dirname "$0")" && pwd)
 scale=${SCALE:-1}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p "$out"
@@ -30,22 +38,37 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap cleanup EXIT
 
-# start_stack GATEWAYS [TASKSET_CPU]: a redis-server and gateways; sets
-# REDIS_URL, GW (comma list of addresses) and GWPIDS (comma list).
+# start_stack GATEWAYS [TASKSET_CPU]: a redis-server (with STACK=cluster, a
+# 3-master Redis Cluster) and gateways; sets REDIS_URL, MASTERS (the
+# servers' addresses), GW (comma list of addresses) and GWPIDS (comma list).
+# Gateway i names its Redis connections gw-i (CLIENT LIST shows it) and
+# logs to $out/${GWLOG:-gateway}-i.log.
 start_stack() {
 	local gateways=$1 cpu=${2:-}
-	local rport; rport=$(port)
-	redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --logfile "$out/redis.log" &
-	pids+=($!)
-	REDIS_URL="redis://127.0.0.1:$rport/0"
+	if [ "${STACK:-single}" = cluster ]; then
+		rm -f "$out/cluster/url"
+		"$here/cluster.sh" "$out/cluster" >/dev/null &
+		pids+=($!)
+		for _ in $(seq 300); do [ -s "$out/cluster/url" ] && break; sleep 0.1; done
+		REDIS_URL=$(cat "$out/cluster/url")
+		mapfile -t MASTERS <"$out/cluster/masters"
+	else
+		local rport; rport=$(port)
+		redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --logfile "$out/redis.log" &
+		pids+=($!)
+		REDIS_URL="redis://127.0.0.1:$rport/0"
+		MASTERS=("127.0.0.1:$rport")
+		sleep 0.3
+	fi
 	GW="" GWPIDS=""
-	sleep 0.3
+	local sep="?"
+	case $REDIS_URL in *\?*) sep="&" ;; esac
 	for i in $(seq "$gateways"); do
 		local gport; gport=$(port)
 		local pin=()
 		[ -n "$cpu" ] && pin=(taskset -c "$cpu")
-		"${pin[@]}" "$bin/gateway" --addr "127.0.0.1:$gport" --redis-url "$REDIS_URL" \
-			--max-connections 0 --max-connections-per-job 0 --log-level warn >"$out/gateway-$i.log" 2>&1 &
+		"${pin[@]}" "$bin/gateway" --addr "127.0.0.1:$gport" --redis-url "$REDIS_URL${sep}client_name=gw-$i" \
+			--max-connections 0 --max-connections-per-job 0 --log-level warn >"$out/${GWLOG:-gateway}-$i.log" 2>&1 &
 		local pid=$!
 		pids+=("$pid")
 		GW="${GW:+$GW,}127.0.0.1:$gport"
@@ -82,6 +105,37 @@ run_pair() {
 	wait "$run"
 }
 
+# pubsub_probe FILE: every master's pub/sub connections, counted by client
+# name, and its live channels (sharded ones on a cluster).
+pubsub_probe() {
+	local m
+	for m in "${MASTERS[@]}"; do
+		local h=${m%:*} p=${m#*:} chans=CHANNELS
+		[ "${STACK:-single}" = cluster ] && chans=SHARDCHANNELS
+		printf '%s pubsub_conns_by_name: %s channels: %s keys: %s\n' "$m" \
+			"$(redis-cli -h "$h" -p "$p" CLIENT LIST TYPE pubsub | grep -o 'name=[^ ]*' | sort | uniq -c | awk '{print substr($2, 6) "=" $1}' | paste -sd' ')" \
+			"$(redis-cli -h "$h" -p "$p" PUBSUB "$chans" | wc -l)" \
+			"$(redis-cli -h "$h" -p "$p" DBSIZE)"
+	done >"$1"
+}
+
+# cluster_run STACK LABEL SSEBENCH_FLAGS...: two gateways on STACK (single or
+# cluster), one ssebench run, the pub/sub probe at PROBE_AT seconds.
+cluster_run() {
+	local stack=$1 label=$2
+	shift 2
+	echo "=== $label ($(cut -d' ' -f1-3 /proc/loadavg)) ==="
+	STACK=$stack GWLOG="$label-gateway" start_stack 2
+	(sleep "${PROBE_AT:-20}" && STACK=$stack pubsub_probe "$out/$label.pubsub") &
+	local probe=$!
+	"$bin/ssebench" run --gateway "$GW" --gateway-pid "$GWPIDS" --redis-url "$REDIS_URL" --label "$label" \
+		--csv "$csv" --json --progress 0 --spread-jobs "$@" 2>"$out/$label.txt" >>"$out/runs.jsonl" || echo "ssebench $label: exit $?" >&2
+	wait "$probe" || true
+	cat "$out/$label.txt" "$out/$label.pubsub" 2>/dev/null || true
+	cleanup
+	grep -hv '^$' "$out/$label"-gateway-*.log 2>/dev/null | sed "s/^/$label gateway log: /" || true
+}
+
 for s in "${scenarios[@]}"; do
 	case $s in
 	broadcast)
@@ -104,6 +158,17 @@ for s in "${scenarios[@]}"; do
 			--csv "$csv" --progress 5s --clients "$(n 10000)" --jobs "$(n 1000)" --rate 500 --duration "$(d 30)" \
 			2>&1 | tee "$out/two-gateways.txt"
 		cleanup ;;
+	cluster)
+		for r in $(seq "${ROUNDS:-2}"); do
+			order=(single cluster)
+			[ $((r % 2)) -eq 0 ] && order=(cluster single)
+			for st in "${order[@]}"; do
+				cluster_run "$st" "cl-$st-many-r$r" --clients "$(n 10000)" --jobs "$(n 1000)" --rate 500 --duration "$(d 30)"
+			done
+			for st in "${order[@]}"; do
+				cluster_run "$st" "cl-$st-broadcast-r$r" --clients "$(n 2000)" --jobs 1 --rate 20 --duration "$(d 30)"
+			done
+		done ;;
 	*) echo "unknown scenario $s" >&2; exit 2 ;;
 	esac
 done

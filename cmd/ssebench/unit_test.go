@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/csv"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -213,5 +214,140 @@ func TestFloorReadRequest(t *testing.T) {
 				t.Errorf("got %q %v %v %v", job, id, resume, err)
 			}
 		})
+	}
+}
+
+func TestShardDeltas(t *testing.T) {
+	t.Parallel()
+	snap := func(cpu, evalsha, spublish, ssubscribe float64) redisSnap {
+		return redisSnap{OK: true, CPU: cpu, Cmds: map[string]cmdStat{
+			"evalsha": {Calls: evalsha, Usec: 10 * evalsha}, "spublish": {Calls: spublish}, "ssubscribe": {Calls: ssubscribe},
+			"info": {Calls: cpu}, // ssebench's own readings: never counted
+		}}
+	}
+	cluster := func(shards map[string]redisSnap) redisSnap {
+		sum := redisSnap{OK: true, Cmds: map[string]cmdStat{}, Shards: shards}
+		for _, s := range shards {
+			sum.CPU += s.CPU
+			for n, c := range s.Cmds {
+				t := sum.Cmds[n]
+				t.Calls += c.Calls
+				t.Usec += c.Usec
+				sum.Cmds[n] = t
+			}
+		}
+		return sum
+	}
+	const a, b, c = "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"
+	sm := &samples{
+		redisEmpty:     cluster(map[string]redisSnap{a: snap(1, 0, 0, 0), b: snap(2, 0, 0, 0), c: snap(3, 0, 0, 0)}),
+		redisConnected: cluster(map[string]redisSnap{a: snap(1.5, 0, 0, 700), b: snap(2.25, 0, 0, 660), c: snap(3, 0, 0, 640)}),
+		redisLoad0:     cluster(map[string]redisSnap{a: snap(2, 10, 11, 700), b: snap(3, 10, 11, 660), c: snap(4, 10, 11, 640)}),
+		// c left the cluster in the window: no load figures for it.
+		redisLoad1: cluster(map[string]redisSnap{a: snap(6, 410, 416, 700), b: snap(5.5, 310, 314, 660)}),
+	}
+	got := shardDeltas(sm, 1000)
+	if len(got) != 3 {
+		t.Fatalf("shards %v, want 3", slices.Sorted(maps.Keys(got)))
+	}
+	want := map[string]ShardResult{
+		a: {ConnectCPUS: 0.5, LoadCPUS: 4, Connect: map[string]CmdDelta{"ssubscribe": {Calls: 700}},
+			Load: map[string]CmdDelta{"evalsha": {Calls: 400, Usec: 4000, PerEvent: 0.4}, "spublish": {Calls: 405, PerEvent: 0.405}}},
+		b: {ConnectCPUS: 0.25, LoadCPUS: 2.5, Connect: map[string]CmdDelta{"ssubscribe": {Calls: 660}},
+			Load: map[string]CmdDelta{"evalsha": {Calls: 300, Usec: 3000, PerEvent: 0.3}, "spublish": {Calls: 303, PerEvent: 0.303}}},
+		c: {ConnectCPUS: 0, Connect: map[string]CmdDelta{"ssubscribe": {Calls: 640}}},
+	}
+	for addr, w := range want {
+		g := got[addr]
+		if g == nil || math.Abs(g.ConnectCPUS-w.ConnectCPUS) > 1e-9 || math.Abs(g.LoadCPUS-w.LoadCPUS) > 1e-9 ||
+			!maps.Equal(g.Connect, w.Connect) || !maps.Equal(g.Load, w.Load) {
+			t.Errorf("shard %s = %+v, want %+v", addr, g, w)
+		}
+	}
+	// With every shard in both readings, the shards' figures add up to
+	// the totals.
+	whole := *sm
+	whole.redisLoad1 = cluster(map[string]redisSnap{a: snap(6, 410, 416, 700), b: snap(5.5, 310, 314, 660), c: snap(4.5, 310, 311, 640)})
+	total := redisDelta(whole.redisLoad0, whole.redisLoad1, 1000)
+	var perEvent, cpu float64
+	for _, sh := range shardDeltas(&whole, 1000) {
+		perEvent += sh.Load["evalsha"].PerEvent
+		cpu += sh.LoadCPUS
+	}
+	if math.Abs(perEvent-total["evalsha"].PerEvent) > 1e-9 || math.Abs(perEvent-1) > 1e-9 || cpu != whole.redisLoad1.CPU-whole.redisLoad0.CPU {
+		t.Errorf("shards sum to %v evalsha per event and %v CPU-s; totals %v and %v",
+			perEvent, cpu, total["evalsha"].PerEvent, whole.redisLoad1.CPU-whole.redisLoad0.CPU)
+	}
+
+	// A single server has no shards, and no load window no load figures.
+	single := &samples{redisEmpty: snap(1, 0, 0, 0), redisConnected: snap(2, 0, 0, 5), redisLoad0: snap(2, 0, 0, 5), redisLoad1: snap(3, 9, 9, 5)}
+	if got := shardDeltas(single, 9); got != nil {
+		t.Errorf("single server: shards %v", got)
+	}
+	idle := *sm
+	idle.redisLoad0, idle.redisLoad1 = redisSnap{}, redisSnap{}
+	for addr, sh := range shardDeltas(&idle, 0) {
+		if sh.LoadCPUS != 0 || sh.Load != nil {
+			t.Errorf("no load window, shard %s: %+v", addr, sh)
+		}
+	}
+}
+
+func TestTableShardLines(t *testing.T) {
+	t.Parallel()
+	r := &Result{Mode: "gateway", Gateways: 2}
+	r.Publish.WindowS = 30
+	r.Redis = &RedisResult{LoadCPUS: 3, Load: map[string]CmdDelta{"evalsha": {Calls: 900, PerEvent: 1}}}
+	var single strings.Builder
+	writeTable(&single, r)
+	if strings.Contains(single.String(), "shard") {
+		t.Errorf("single-server table has shard lines:\n%s", single.String())
+	}
+	r.Redis.Shards = map[string]*ShardResult{
+		"127.0.0.1:7002": {LoadCPUS: 1.25, ConnectCPUS: 0.5, Load: map[string]CmdDelta{"evalsha": {Calls: 300, PerEvent: 0.3333}}},
+		"127.0.0.1:7001": {LoadCPUS: 1.75, Load: map[string]CmdDelta{"evalsha": {Calls: 600, PerEvent: 0.6667}}},
+	}
+	var cl strings.Builder
+	writeTable(&cl, r)
+	out := cl.String()
+	l1 := "  shard        127.0.0.1:7001: CPU 1.75s in the load window, 0.00s connecting; load calls: evalsha 600 (0.67/event)\n"
+	l2 := "  shard        127.0.0.1:7002: CPU 1.25s in the load window, 0.50s connecting; load calls: evalsha 300 (0.33/event)\n"
+	i1, i2 := strings.Index(out, l1), strings.Index(out, l2)
+	if i1 < 0 || i2 < i1 {
+		t.Errorf("want the shard lines, in address order:\n%s%s\ngot:\n%s", l1, l2, out)
+	}
+	if rest := strings.Replace(strings.Replace(out, l1, "", 1), l2, "", 1); rest != single.String() {
+		t.Errorf("the shard lines changed the rest of the table:\n%s\nwant:\n%s", rest, single.String())
+	}
+}
+
+func TestGatewayOf(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ clients, jobs, gateways int }{{10000, 1000, 2}, {2000, 1, 2}, {999, 999, 3}, {10, 100, 2}, {30, 3, 3}} {
+		c := &config{jobs: tt.jobs, gateways: make([]string, tt.gateways)}
+		onGateway := make([]int, tt.gateways)
+		jobOn := map[int]map[int]bool{} // job -> gateways
+		for i := range tt.clients {
+			plain := c.gatewayOf(i)
+			c.spreadJobs = true
+			g := c.gatewayOf(i)
+			c.spreadJobs = false
+			if plain != i%tt.gateways {
+				t.Fatalf("%+v: client %d on gateway %d without --spread-jobs", tt, i, plain)
+			}
+			onGateway[g]++
+			if jobOn[i%tt.jobs] == nil {
+				jobOn[i%tt.jobs] = map[int]bool{}
+			}
+			jobOn[i%tt.jobs][g] = true
+		}
+		if slices.Max(onGateway)-slices.Min(onGateway) > tt.clients/tt.jobs+1 {
+			t.Errorf("%+v: clients per gateway %v", tt, onGateway)
+		}
+		for j, gs := range jobOn {
+			if want := min(tt.gateways, (tt.clients-j+tt.jobs-1)/tt.jobs); len(gs) != want {
+				t.Errorf("%+v: job %d on %d gateways, want %d", tt, j, len(gs), want)
+			}
+		}
 	}
 }
