@@ -744,3 +744,45 @@ func TestClusterBrokerWithoutSlotMap(t *testing.T) {
 		t.Fatal("run has not returned 5 s after its context ended")
 	}
 }
+
+// TestClusterBrokerStoppedMasterSparesTheOthers: with one master stopped
+// (SIGSTOP: its port accepts connections, nothing is answered), the other
+// shards go on getting their canary every interval and keep their
+// subscriptions: a call hanging on one master must not hold back the
+// canaries of the others (their connections, carrying nothing for three
+// intervals, would be taken for wedged and replaced, every job on them
+// lost).
+func TestClusterBrokerStoppedMasterSparesTheOthers(t *testing.T) {
+	t.Parallel()
+	r := newClusterRig(t)
+	per := r.jobsPerMaster("p", 2)
+	all := slices.Concat(per...)
+	r.rec.subscribe(all...)
+	r.start()
+	r.settle(all)
+	r.eventually("healthy", 5*time.Second, func() bool { return r.b.healthy() == nil })
+
+	others := []*shard{r.shard(r.ms[0].Addr), r.shard(r.ms[1].Addr)}
+	r.ms[2].Server.Pause(t)
+	worst := map[string]time.Duration{}
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		for _, sh := range others {
+			age := time.Since(time.Unix(0, sh.conn.lastCanary.Load()))
+			worst[sh.conn.name] = max(worst[sh.conn.name], age)
+		}
+	}
+	limit := 9 * r.b.canaryInterval / 4
+	for name, age := range worst {
+		t.Logf("shard %s: %v at most between canaries", name, age.Round(time.Millisecond))
+		if age > limit {
+			t.Errorf("shard %s went %v without a canary (over %v) while another master was stopped", name, age.Round(time.Millisecond), limit)
+		}
+	}
+	for _, job := range slices.Concat(per[:2]...) {
+		if _, losts, _, _ := r.rec.get(job); losts != 0 {
+			t.Errorf("job %s, on a master that was not stopped, was lost %d times", job, losts)
+		}
+	}
+	r.ms[2].Server.Resume(t)
+	r.settle(all)
+}
