@@ -366,14 +366,20 @@ func (b *clusterBroker) canaryLoop(ctx context.Context) {
 			shards = append(shards, sh)
 		}
 		b.mu.Unlock()
+		// All at once: a master that hangs must not hold back the canaries
+		// of the others (their connections would look wedged).
 		cctx, cancel := context.WithTimeout(ctx, b.timeout)
-		err := b.cc.Ping(cctx).Err()
-		for _, sh := range shards {
+		errs := make([]error, len(shards)+1)
+		var wg sync.WaitGroup
+		wg.Go(func() { errs[0] = b.cc.Ping(cctx).Err() })
+		for i, sh := range shards {
 			if sh.conn.connected.Load() {
-				err = errors.Join(err, sh.client.SPublish(cctx, sh.conn.canary, "canary").Err())
+				wg.Go(func() { errs[i+1] = sh.client.SPublish(cctx, sh.conn.canary, "canary").Err() })
 			}
 		}
+		wg.Wait()
 		cancel()
+		err := errors.Join(errs...)
 		if ctx.Err() != nil {
 			return
 		}
