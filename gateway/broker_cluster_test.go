@@ -786,3 +786,38 @@ func TestClusterBrokerStoppedMasterSparesTheOthers(t *testing.T) {
 	r.ms[2].Server.Resume(t)
 	r.settle(all)
 }
+
+// TestClusterBrokerHealthyWithMasterPaused: with one master stopped (its
+// connection wedged, then the cluster marking it failed), healthy reports
+// it for as long as it is stopped, and nil again once it resumes, its jobs
+// confirmed again.
+func TestClusterBrokerHealthyWithMasterPaused(t *testing.T) {
+	t.Parallel()
+	r := newClusterRig(t)
+	per := r.jobsPerMaster("h", 2)
+	all := slices.Concat(per...)
+	r.rec.subscribe(all...)
+	r.start()
+	r.settle(all)
+	r.eventually("healthy", 5*time.Second, func() bool { return r.b.healthy() == nil })
+
+	m := r.ms[2]
+	m.Server.Pause(t)
+	r.eventually("healthy to report the stopped master", 3*time.Second, func() bool { return r.b.healthy() != nil })
+	// The other masters mark it failed after the node timeout (1 s), and
+	// CLUSTER SHARDS then reports its health "fail": the broker must go on
+	// reporting it, its slots having no master that answers.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if err := r.b.healthy(); err == nil {
+			t.Errorf("healthy() = nil with master %s stopped", m.Addr)
+			break
+		}
+	}
+	r.b.mu.Lock()
+	n := len(r.b.shards)
+	r.b.mu.Unlock()
+	t.Logf("healthy with %s stopped: %v (%d shards)", m.Addr, r.b.healthy(), n)
+	m.Server.Resume(t)
+	r.eventually("healthy after the master resumed", 8*time.Second, func() bool { return r.b.healthy() == nil })
+	r.settle(all)
+}
