@@ -173,7 +173,7 @@ func (b *clusterBroker) refresh(ctx context.Context) {
 	for _, sh := range shards {
 		addr := masterAddr(sh.Nodes, tls)
 		if addr == "" {
-			continue // no master online: its slots wait
+			continue // no master known: its slots wait
 		}
 		for _, r := range sh.Slots {
 			for s := max(int(r.Start), 0); s <= min(int(r.End), protocol.SlotCount-1); s++ {
@@ -221,21 +221,26 @@ func (b *clusterBroker) refresh(ctx context.Context) {
 	b.dropIdleShardsLocked(slots)
 }
 
-// masterAddr is the address of the shard's online master, or "".
+// masterAddr is the address of the shard's online master, else of its
+// master that is not online (suspected or marked failed: until a failover
+// its slots are still its, and its shard's failing connection is what
+// tells healthy so), or "".
 func masterAddr(nodes []redis.Node, tls bool) string {
-	for _, n := range nodes {
-		if n.Role != "master" || n.Health != "online" {
-			continue
+	for _, online := range []bool{true, false} {
+		for _, n := range nodes {
+			if n.Role != "master" || online && n.Health != "online" {
+				continue
+			}
+			host := cmp.Or(n.Endpoint, n.IP)
+			port := n.Port
+			if tls && n.TLSPort != 0 {
+				port = n.TLSPort
+			}
+			if host == "" || host == "?" || port == 0 {
+				return ""
+			}
+			return net.JoinHostPort(host, strconv.FormatInt(port, 10))
 		}
-		host := cmp.Or(n.Endpoint, n.IP)
-		port := n.Port
-		if tls && n.TLSPort != 0 {
-			port = n.TLSPort
-		}
-		if host == "" || host == "?" || port == 0 {
-			return ""
-		}
-		return net.JoinHostPort(host, strconv.FormatInt(port, 10))
 	}
 	return ""
 }
