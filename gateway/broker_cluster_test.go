@@ -271,8 +271,9 @@ func (r *contractRecorder) describe(jobs []string) string {
 type clusterRig struct {
 	t      *testing.T
 	rc     *redistest.Cluster
-	ms     []*redistest.Node // the masters at start
-	cc     *redis.ClusterClient
+	ms     []*redistest.Node    // the masters at start
+	cc     *redis.ClusterClient // the broker's, and the test publisher's unless direct
+	direct bool                 // publish to the slot's master with a client of its own
 	m      *metrics
 	b      *clusterBroker
 	rec    *contractRecorder
@@ -310,22 +311,33 @@ func clusterTestConfig(logs *lockedBuffer) Config {
 
 // clusterClient is a cluster client as cmd/gateway builds one: every call
 // bounded by its context's deadline and by RedisTimeout.
-func clusterClient(addrs []string) *redis.ClusterClient {
-	d := clusterTestConfig(nil).RedisTimeout
+func clusterClient(addrs []string, d time.Duration) *redis.ClusterClient {
 	return redis.NewClusterClient(&redis.ClusterOptions{
 		Addrs: addrs, ContextTimeoutEnabled: true,
 		DialTimeout: d, ReadTimeout: d, WriteTimeout: d, PoolTimeout: d, MaxRetries: 8,
 	})
 }
 
-func newClusterRig(t *testing.T) *clusterRig {
+func newClusterRig(t *testing.T, opts ...redistest.ClusterOption) *clusterRig {
 	t.Helper()
-	rc := redistest.StartCluster(t)
-	cc := clusterClient(rc.Addrs())
-	r := &clusterRig{t: t, rc: rc, ms: rc.Masters(), cc: cc, logs: &lockedBuffer{}}
+	return newClusterRigWith(t, nil, opts...)
+}
+
+// newClusterRigWith is newClusterRig with tweak applied to the broker's
+// configuration (and its RedisTimeout to the cluster client's).
+func newClusterRigWith(t *testing.T, tweak func(*Config), opts ...redistest.ClusterOption) *clusterRig {
+	t.Helper()
+	rc := redistest.StartCluster(t, opts...)
+	logs := &lockedBuffer{}
+	cfg := clusterTestConfig(logs)
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	cc := clusterClient(rc.Addrs(), cfg.RedisTimeout)
+	r := &clusterRig{t: t, rc: rc, ms: rc.Masters(), cc: cc, logs: logs}
 	r.rec = newContractRecorder(t)
 	r.m = newMetrics(prometheus.NewRegistry())
-	r.b = newClusterBroker(cc, clusterTestConfig(r.logs), protocol.NewKeys(""), r.rec.events(), r.m, "test")
+	r.b = newClusterBroker(cc, cfg, protocol.NewKeys(""), r.rec.events(), r.m, "test")
 	r.rec.b = r.b
 	t.Cleanup(func() {
 		r.stop()
@@ -392,7 +404,17 @@ func (r *clusterRig) publish(job string) (int64, error) {
 	seq := j.pub.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return seq, r.cc.SPublish(ctx, r.b.keys.Live(job), strconv.FormatInt(seq, 10)).Err()
+	ch, msg := r.b.keys.Live(job), strconv.FormatInt(seq, 10)
+	if !r.direct {
+		return seq, r.cc.SPublish(ctx, ch, msg).Err()
+	}
+	n := r.rc.NodeForSlot(protocol.Slot(ch))
+	if n == nil {
+		return seq, fmt.Errorf("slot %d has no master", protocol.Slot(ch))
+	}
+	c := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1})
+	defer c.Close()
+	return seq, c.SPublish(ctx, ch, msg).Err()
 }
 
 // publishLoop publishes to every job, one after the other, until the
@@ -469,8 +491,9 @@ func (r *clusterRig) settle(jobs []string) {
 			missing = append(missing, job)
 			if _, ok := sent[job]; !ok || losts != losses[job] {
 				seq, err := r.publish(job)
-				if err != nil {
-					r.t.Errorf("SPUBLISH to %s: %v", job, err)
+				if err != nil { // tried again (the cluster client may not know a failover yet)
+					r.t.Logf("SPUBLISH to %s: %v", job, err)
+					continue
 				}
 				sent[job], losses[job] = seq, losts
 			}
@@ -715,7 +738,7 @@ func TestClusterBrokerStopsEverything(t *testing.T) {
 func TestClusterBrokerWithoutSlotMap(t *testing.T) {
 	t.Parallel()
 	srv := redistest.StartReal(t) // not a cluster: CLUSTER SHARDS fails
-	cc := clusterClient([]string{srv.Addr()})
+	cc := clusterClient([]string{srv.Addr()}, clusterTestConfig(nil).RedisTimeout)
 	defer cc.Close()
 	logs := &lockedBuffer{}
 	rec := newContractRecorder(t)
@@ -820,4 +843,59 @@ func TestClusterBrokerHealthyWithMasterPaused(t *testing.T) {
 	m.Server.Resume(t)
 	r.eventually("healthy after the master resumed", 8*time.Second, func() bool { return r.b.healthy() == nil })
 	r.settle(all)
+}
+
+// TestClusterBrokerFailover: a master is killed and its replica takes its
+// slots over; the jobs of that master, lost when its connection failed, are
+// confirmed on the new master's shard, and the dead master's shard retired.
+func TestClusterBrokerFailover(t *testing.T) {
+	t.Parallel()
+	// go-redis dials a dead node five times, 100 ms apart, before it gives
+	// up: calls that may reach it need more than the 300 ms of the others.
+	r := newClusterRigWith(t, func(c *Config) {
+		c.CanaryInterval, c.RedisTimeout = 400*time.Millisecond, time.Second
+	}, redistest.WithReplicas())
+	per := r.jobsPerMaster("o", 2)
+	all := slices.Concat(per...)
+	r.rec.subscribe(all...)
+	r.start()
+	r.settle(all)
+	r.eventually("healthy", 5*time.Second, func() bool { return r.b.healthy() == nil })
+
+	dead := r.ms[2]
+	r.rc.Kill(dead)
+	r.eventually("a replica to take the dead master's slots", 10*time.Second, func() bool {
+		for _, m := range r.rc.Masters() {
+			if m.ID != dead.ID && m.Has(protocol.Slot(per[2][0])) {
+				return true
+			}
+		}
+		return false
+	})
+	r.direct = true // to each slot's master as the cluster now says, whatever the broker's client knows
+	r.settle(all)
+	// The broker read the new slot map: the cluster client it was given
+	// (the gateway's, for its reads and publishes too) must follow it, not
+	// go on sending the dead master's slots to the dead master until its
+	// own reload (every 60 s), nor its canary PINGs.
+	r.direct = false
+	r.eventually("the broker's cluster client to reach the new master", 3*time.Second, func() bool {
+		_, err := r.publish(per[2][0])
+		return err == nil
+	})
+	r.eventually("healthy after the failover", 5*time.Second, func() bool { return r.b.healthy() == nil })
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if err := r.b.healthy(); err != nil {
+			t.Errorf("healthy after the failover: %v", err)
+			break
+		}
+	}
+	if sh := r.shard(dead.Addr); sh != nil {
+		t.Errorf("the dead master %s still has a shard", dead.Addr)
+	}
+	for _, job := range per[2] {
+		if _, losts, _, _ := r.rec.get(job); losts == 0 {
+			t.Errorf("job %s of the dead master was never lost", job)
+		}
+	}
 }
