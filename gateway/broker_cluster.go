@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -184,6 +185,12 @@ func (b *clusterBroker) refresh(ctx context.Context) {
 
 	var lost []string
 	b.mu.Lock()
+	if b.slots != nil && !slices.Equal(b.slots, slots) {
+		// The cluster client (the gateway's reads and publishes, the
+		// canary's PING) learns of a move by MOVED only, of a failover
+		// not until its own reload, every minute: tell it now.
+		b.cc.ReloadState(ctx)
+	}
 	b.slots = slots
 	b.ensureShardsLocked(slots)
 	for job, c := range b.jobs {
@@ -384,6 +391,9 @@ func (b *clusterBroker) canaryLoop(ctx context.Context) {
 		}
 		wg.Wait()
 		cancel()
+		if errs[0] != nil && ctx.Err() == nil {
+			b.cc.ReloadState(ctx) // its slot map may still name a master that is gone
+		}
 		err := errors.Join(errs...)
 		if ctx.Err() != nil {
 			return
