@@ -497,13 +497,13 @@ func (r *clusterRig) settle(jobs []string) {
 		for _, job := range wanted {
 			r.rec.mu.Lock()
 			j := r.rec.jobs[job]
-			last, losts := j.last, j.losts
+			last, losts, live := j.last, j.losts, j.live
 			r.rec.mu.Unlock()
 			if s, ok := sent[job]; ok && last >= s {
 				continue
 			}
 			missing = append(missing, job)
-			if _, ok := sent[job]; !ok || losts != losses[job] {
+			if _, ok := sent[job]; live && (!ok || losts != losses[job]) {
 				seq, err := r.publish(job)
 				if err != nil { // tried again (the cluster client may not know a failover yet)
 					r.t.Logf("SPUBLISH to %s: %v", job, err)
@@ -914,5 +914,67 @@ func TestClusterBrokerFailover(t *testing.T) {
 		if _, losts, _, _ := r.rec.get(job); losts == 0 {
 			t.Errorf("job %s of the dead master was never lost", job)
 		}
+	}
+}
+
+// holdReader makes the next delivered of job block until the returned
+// release is called: the shard's reader is then busy (as with a hub whose
+// lock is contended) while Redis goes on sending.
+func (r *clusterRig) holdReader(job string) (release func()) {
+	held := make(chan struct{})
+	unblock := make(chan struct{})
+	var once atomic.Bool
+	r.rec.mu.Lock()
+	r.rec.onDelivered = func(j, _ string) {
+		if j == job && once.CompareAndSwap(false, true) {
+			close(held)
+			<-unblock
+		}
+	}
+	r.rec.mu.Unlock()
+	if _, err := r.publish(job); err != nil {
+		r.t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		r.t.Fatal("the reader never delivered the message that holds it")
+	}
+	var closeOnce sync.Once
+	release = func() { closeOnce.Do(func() { close(unblock) }) }
+	r.t.Cleanup(release)
+	return release
+}
+
+// TestClusterBrokerDropThenMovedAnswer: the reader of a shard is busy while
+// a job's slot moves; the router, reading the new slot map, takes the job
+// off (SUNSUBSCRIBE), which Redis answers MOVED, after it has already sent
+// its own SUNSUBSCRIBE push for the slot. The two answers for one command
+// must not put the pending FIFO out of step: the connection stays up, and
+// no other job on it is lost.
+func TestClusterBrokerDropThenMovedAnswer(t *testing.T) {
+	t.Parallel()
+	r := newClusterRig(t)
+	per := r.jobsPerMaster("f", 2)
+	all := slices.Concat(per...)
+	mover, busy := per[0][0], per[0][1]
+	r.rec.subscribe(all...)
+	r.start()
+	r.settle(all)
+
+	release := r.holdReader(busy)
+	r.rc.MigrateSlot(t, protocol.Slot(mover), r.ms[1])
+	if !r.rec.within(3*time.Second, func() bool { return r.rec.jobs[mover].losts > 0 }) {
+		t.Fatal("the router did not take the moved job off its old shard")
+	}
+	time.Sleep(200 * time.Millisecond) // its SUNSUBSCRIBE is answered (MOVED)
+	release()
+	r.settle(all)
+	time.Sleep(300 * time.Millisecond)
+	if _, losts, _, _ := r.rec.get(busy); losts != 0 {
+		t.Errorf("job %s, whose slot did not move, was lost: its connection was dropped\n%s", busy, r.rec.describe([]string{busy}))
+	}
+	if n := r.pubsubErrors(); n != 0 {
+		t.Errorf("%v pub/sub connection failures", n)
 	}
 }
