@@ -581,8 +581,19 @@ func (c *psConn) dropped(channel string) error {
 // answers in order): a channel it refused to subscribe (MOVED) is routed
 // again. A refused canary ends the connection, for the broker to pick a
 // canary on this master's slots.
+//
+// A MOVED for another slot than that command's (or with none in flight)
+// answers a SUNSUBSCRIBE whose place the push Redis sends when a slot moves
+// took: the push came first (Redis drops the slot's channels, then refuses
+// commands on it) and, for the same channel, looks just like the answer.
 func (c *psConn) refused(re redis.Error) error {
 	c.mu.Lock()
+	var slot int
+	if _, err := fmt.Sscanf(re.Error(), "MOVED %d", &slot); err == nil &&
+		(len(c.pending) == 0 || protocol.Slot(c.pending[0].channel) != slot) {
+		c.mu.Unlock()
+		return nil
+	}
 	if len(c.pending) == 0 {
 		c.mu.Unlock()
 		return fmt.Errorf("an error answer with no command in flight: %w", re)
