@@ -978,3 +978,48 @@ func TestClusterBrokerDropThenMovedAnswer(t *testing.T) {
 		t.Errorf("%v pub/sub connection failures", n)
 	}
 }
+
+// TestClusterBrokerResubscribeDuringMove: the hub drops a job and asks for
+// it again while the router is telling it that the job's subscription was
+// lost (moved to another master): the new shard's confirmed must not reach
+// the hub before that lost, or the hub ends up believing the job lost while
+// it is subscribed, and waits for a confirmation that never comes.
+func TestClusterBrokerResubscribeDuringMove(t *testing.T) {
+	t.Parallel()
+	r := newClusterRig(t)
+	per := r.jobsPerMaster("q", 2)
+	all := slices.Concat(per...)
+	mover, busy := per[0][0], per[0][1]
+	r.rec.subscribe(all...)
+	r.start()
+	r.settle(all)
+
+	release := r.holdReader(busy) // so the router, not the reader, hears of the move
+	var once atomic.Bool
+	r.rec.mu.Lock()
+	r.rec.onLost = func(job string) {
+		if job != mover || !once.CompareAndSwap(false, true) {
+			return
+		}
+		// A client leaves and another joins, on the hub's goroutines.
+		go func() {
+			r.rec.unsubscribe(mover)
+			r.rec.subscribe(mover)
+		}()
+		before := 0
+		r.rec.within(time.Second, func() bool {
+			j := r.rec.jobs[mover]
+			if before == 0 {
+				before = j.confirms + 1
+			}
+			return !j.wanted || j.confirms >= before
+		})
+	}
+	r.rec.mu.Unlock()
+	r.rc.MigrateSlot(t, protocol.Slot(mover), r.ms[1])
+	if !r.rec.within(3*time.Second, func() bool { return r.rec.jobs[mover].losts > 0 }) {
+		t.Fatal("the router did not take the moved job off its old shard")
+	}
+	release()
+	r.settle(all)
+}
