@@ -48,6 +48,7 @@ type clusterBroker struct {
 	slots  []string           // slot → master address; nil until the slot map is first read
 	shards map[string]*shard  // by master address
 	jobs   map[string]*psConn // every wanted job: its shard's connection, nil while it waits for one
+	moving map[string]bool    // jobs taken off their shard whose loss the hub is being told of
 	runCtx context.Context    // run's, for the shards it starts
 	wg     sync.WaitGroup     // the shards' goroutines
 	seq    int                // names shard connections
@@ -68,7 +69,7 @@ func newClusterBroker(cc *redis.ClusterClient, cfg Config, keys protocol.Keys, e
 	b := &clusterBroker{
 		psEnv: newPSEnv(cfg, ev, m), cc: cc, keys: keys, instance: instance,
 		refreshNow: make(chan struct{}, 1),
-		shards:     map[string]*shard{}, jobs: map[string]*psConn{},
+		shards:     map[string]*shard{}, jobs: map[string]*psConn{}, moving: map[string]bool{},
 	}
 	notYet := fmt.Errorf("%w: not checked yet", errRedisDown)
 	b.redisErr.Store(&notYet)
@@ -78,7 +79,10 @@ func newClusterBroker(cc *redis.ClusterClient, cfg Config, keys protocol.Keys, e
 func (b *clusterBroker) subscribe(job string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if c, ok := b.jobs[job]; ok || b.slots == nil {
+	// A job that is moving waits too, even if dropped and asked for again
+	// meanwhile: its new shard's confirmed must follow the lost the router
+	// is telling.
+	if c, ok := b.jobs[job]; ok || b.slots == nil || b.moving[job] {
 		if c != nil {
 			c.want(job, b.keys.Live(job), true)
 			return
@@ -204,6 +208,7 @@ func (b *clusterBroker) refresh(ctx context.Context) {
 				lost = append(lost, job)
 			}
 			b.jobs[job] = nil
+			b.moving[job] = true
 		}
 	}
 	b.mu.Unlock()
@@ -216,6 +221,7 @@ func (b *clusterBroker) refresh(ctx context.Context) {
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	clear(b.moving)
 	for job, c := range b.jobs {
 		if c != nil {
 			continue
