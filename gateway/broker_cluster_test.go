@@ -1023,3 +1023,37 @@ func TestClusterBrokerResubscribeDuringMove(t *testing.T) {
 	release()
 	r.settle(all)
 }
+
+// TestClusterBrokerReplacedShardLostFirst: a shard's canary slot moves, so
+// the shard is replaced; its connection's loss of a job reaches the hub
+// late (the hub is busy). The replacement shard's confirmed of that job must
+// come after it, or the hub believes the job lost for good.
+func TestClusterBrokerReplacedShardLostFirst(t *testing.T) {
+	t.Parallel()
+	r := newClusterRig(t)
+	per := r.jobsPerMaster("r", 2)
+	all := slices.Concat(per...)
+	job := per[0][0]
+	r.rec.subscribe(all...)
+	r.start()
+	r.settle(all)
+
+	var once atomic.Bool
+	r.rec.mu.Lock()
+	r.rec.onLost = func(j string) {
+		if j != job || !once.CompareAndSwap(false, true) {
+			return
+		}
+		before := -1
+		r.rec.within(time.Second, func() bool {
+			if before < 0 {
+				before = r.rec.jobs[job].confirms
+			}
+			return r.rec.jobs[job].confirms > before
+		})
+	}
+	r.rec.mu.Unlock()
+	old := r.shard(r.ms[0].Addr)
+	r.rc.MigrateSlot(t, protocol.Slot(old.conn.canary), r.ms[1])
+	r.settle(all)
+}
