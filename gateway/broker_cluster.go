@@ -196,7 +196,7 @@ func (b *clusterBroker) refresh(ctx context.Context) {
 		b.cc.ReloadState(ctx)
 	}
 	b.slots = slots
-	b.ensureShardsLocked(slots)
+	replaced := b.ensureShardsLocked(slots)
 	for job, c := range b.jobs {
 		want := b.routeLocked(job)
 		switch {
@@ -214,7 +214,13 @@ func (b *clusterBroker) refresh(ctx context.Context) {
 	b.mu.Unlock()
 
 	// The hub hears of each loss before the job is subscribed again: it
-	// refills the gap when the new shard confirms.
+	// refills the gap when the new shard confirms. A replaced shard's
+	// connection tells of the losses it saw first itself, so it is waited
+	// for (not under mu: its callbacks wait for the hub, which may be
+	// waiting for mu).
+	for _, sh := range replaced {
+		<-sh.done
+	}
 	for _, job := range lost {
 		b.ev.lost(job)
 	}
@@ -259,8 +265,9 @@ func masterAddr(nodes []redis.Node, tls bool) string {
 }
 
 // ensureShardsLocked starts a shard for each master that has none, and
-// replaces a shard whose canary's slot moved to another master.
-func (b *clusterBroker) ensureShardsLocked(slots []string) {
+// replaces a shard whose canary's slot moved to another master; it returns
+// the shards it replaced.
+func (b *clusterBroker) ensureShardsLocked(slots []string) (replaced []*shard) {
 	owned := map[string][]int{}
 	for s, addr := range slots {
 		if addr != "" {
@@ -274,6 +281,7 @@ func (b *clusterBroker) ensureShardsLocked(slots []string) {
 		}
 		if sh != nil {
 			b.retireLocked(sh) // its jobs move to the new one below
+			replaced = append(replaced, sh)
 		}
 		if b.runCtx == nil || b.runCtx.Err() != nil {
 			continue
@@ -292,6 +300,7 @@ func (b *clusterBroker) ensureShardsLocked(slots []string) {
 			c.run(ctx)
 		})
 	}
+	return replaced
 }
 
 // dropIdleShardsLocked stops the shards of addresses that are no longer
