@@ -1057,3 +1057,101 @@ func TestClusterBrokerReplacedShardLostFirst(t *testing.T) {
 	r.rc.MigrateSlot(t, protocol.Slot(old.conn.canary), r.ms[1])
 	r.settle(all)
 }
+
+// TestClusterBrokerRouterLostAfterConfirmed: a job's first subscription is
+// confirmed on its shard, slowly (the hub is busy), while its slot moves; the
+// router, ahead of the shard's reader, takes it off the shard and tells the
+// hub it is lost. That lost must not overtake the confirmed the reader is
+// making: the hub would ignore it (nothing confirmed yet), then take the
+// stale confirmed for the job being live, and no refill would cover what is
+// published before the new shard's subscription.
+func TestClusterBrokerRouterLostAfterConfirmed(t *testing.T) {
+	t.Parallel()
+	r := newClusterRig(t)
+	per := r.jobsPerMaster("k", 2)
+	all := slices.Concat(per...)
+	mover := per[0][0]
+	r.rec.subscribe(all[1:]...)
+	r.start()
+	r.settle(all[1:])
+
+	held, unblock := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	r.rec.mu.Lock()
+	r.rec.onConfirmed = func(job string) {
+		if job != mover {
+			return
+		}
+		switch calls.Add(1) {
+		case 1: // the old shard's reader, as the slot moves
+			close(held)
+			<-unblock
+		case 2: // the new shard's: after the old one's, whatever the order of the others
+			select {
+			case <-unblock:
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	r.rec.mu.Unlock()
+	r.rec.subscribe(mover)
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the job was never confirmed")
+	}
+	old := r.shard(r.ms[0].Addr).conn
+	r.rc.MigrateSlot(t, protocol.Slot(mover), r.ms[1])
+	r.eventually("the router to take the job off its old shard", 3*time.Second, func() bool {
+		old.mu.Lock()
+		defer old.mu.Unlock()
+		s := old.subs[r.b.keys.Live(mover)]
+		return s == nil || !s.wanted
+	})
+	time.Sleep(100 * time.Millisecond) // the router tells the hub of the loss
+	close(unblock)
+	r.settle(all)
+}
+
+// TestClusterBrokerNoDeliveryAfterRouterLost: a job's slot moves while its
+// shard's reader is handing one of its messages to the hub (slowly: the hub
+// is busy). The router, ahead of the reader, takes the job off the shard
+// and tells the hub it is lost: that lost must not overtake the delivery
+// the reader is making, or the hub is handed a message between a lost and
+// the next confirmed.
+func TestClusterBrokerNoDeliveryAfterRouterLost(t *testing.T) {
+	t.Parallel()
+	r := newClusterRig(t)
+	per := r.jobsPerMaster("n", 2)
+	all := slices.Concat(per...)
+	mover := per[0][0]
+	r.rec.subscribe(all...)
+	r.start()
+	r.settle(all)
+
+	old := r.shard(r.ms[0].Addr).conn
+	release := r.holdReader(mover)
+	released := make(chan struct{})
+	r.rec.mu.Lock()
+	r.rec.onConfirmed = func(job string) { // the new shard's, after the held delivery
+		if job == mover {
+			select {
+			case <-released:
+				time.Sleep(50 * time.Millisecond)
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	r.rec.mu.Unlock()
+	r.rc.MigrateSlot(t, protocol.Slot(mover), r.ms[1])
+	r.eventually("the router to take the job off its old shard", 3*time.Second, func() bool {
+		old.mu.Lock()
+		defer old.mu.Unlock()
+		s := old.subs[r.b.keys.Live(mover)]
+		return s == nil || !s.wanted
+	})
+	time.Sleep(100 * time.Millisecond) // the router tells the hub of the loss
+	release()
+	close(released)
+	r.settle(all)
+}
