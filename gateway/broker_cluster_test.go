@@ -540,6 +540,18 @@ func (r *clusterRig) eventually(what string, timeout time.Duration, cond func() 
 	}
 }
 
+// waitReleased waits until the router has taken job off c (the lost it
+// then tells may still be on its way).
+func (r *clusterRig) waitReleased(c *psConn, job string) {
+	r.t.Helper()
+	r.eventually("the router to take "+job+" off its old shard", 3*time.Second, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		s := c.subs[r.b.keys.Live(job)]
+		return s == nil || !s.wanted
+	})
+}
+
 func (r *clusterRig) pubsubErrors() float64 {
 	return testutil.ToFloat64(r.m.redisErrors.WithLabelValues("pubsub"))
 }
@@ -946,33 +958,52 @@ func (r *clusterRig) holdReader(job string) (release func()) {
 	return release
 }
 
-// TestClusterBrokerDropThenMovedAnswer: the reader of a shard is busy while
-// a job's slot moves; the router, reading the new slot map, takes the job
-// off (SUNSUBSCRIBE), which Redis answers MOVED, after it has already sent
-// its own SUNSUBSCRIBE push for the slot. The two answers for one command
-// must not put the pending FIFO out of step: the connection stays up, and
-// no other job on it is lost.
+// TestClusterBrokerDropThenMovedAnswer: the reader of a shard is busy (the
+// hub is slow to take a lost) while a job's slot moves; the router, reading
+// the new slot map, takes the job off (SUNSUBSCRIBE), which Redis answers
+// MOVED, after it has already sent its own SUNSUBSCRIBE push for the slot.
+// The two answers for one command must not put the pending FIFO out of
+// step: the connection stays up, and no other job on it is lost.
 func TestClusterBrokerDropThenMovedAnswer(t *testing.T) {
 	t.Parallel()
 	r := newClusterRig(t)
-	per := r.jobsPerMaster("f", 2)
+	per := r.jobsPerMaster("f", 3)
 	all := slices.Concat(per...)
-	mover, busy := per[0][0], per[0][1]
+	mover, holder, bystander := per[0][0], per[0][1], per[0][2]
 	r.rec.subscribe(all...)
 	r.start()
 	r.settle(all)
 
-	release := r.holdReader(busy)
-	r.rc.MigrateSlot(t, protocol.Slot(mover), r.ms[1])
-	if !r.rec.within(3*time.Second, func() bool { return r.rec.jobs[mover].losts > 0 }) {
-		t.Fatal("the router did not take the moved job off its old shard")
+	// The reader is held in the lost of another job of the shard whose slot
+	// moved first: Redis's push for the mover's slot waits unread behind it.
+	held, unblock := make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	r.rec.mu.Lock()
+	r.rec.onLost = func(job string) {
+		if job == holder && once.CompareAndSwap(false, true) {
+			close(held)
+			<-unblock
+		}
 	}
+	r.rec.mu.Unlock()
+	var closeOnce sync.Once
+	release := func() { closeOnce.Do(func() { close(unblock) }) }
+	t.Cleanup(release)
+	old := r.shard(r.ms[0].Addr).conn
+	r.rc.MigrateSlot(t, protocol.Slot(holder), r.ms[1])
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader never told the loss that holds it")
+	}
+	r.rc.MigrateSlot(t, protocol.Slot(mover), r.ms[1])
+	r.waitReleased(old, mover)
 	time.Sleep(200 * time.Millisecond) // its SUNSUBSCRIBE is answered (MOVED)
 	release()
 	r.settle(all)
 	time.Sleep(300 * time.Millisecond)
-	if _, losts, _, _ := r.rec.get(busy); losts != 0 {
-		t.Errorf("job %s, whose slot did not move, was lost: its connection was dropped\n%s", busy, r.rec.describe([]string{busy}))
+	if _, losts, _, _ := r.rec.get(bystander); losts != 0 {
+		t.Errorf("job %s, whose slot did not move, was lost: its connection was dropped\n%s", bystander, r.rec.describe([]string{bystander}))
 	}
 	if n := r.pubsubErrors(); n != 0 {
 		t.Errorf("%v pub/sub connection failures", n)
@@ -1016,11 +1047,10 @@ func TestClusterBrokerResubscribeDuringMove(t *testing.T) {
 		})
 	}
 	r.rec.mu.Unlock()
+	old := r.shard(r.ms[0].Addr).conn
 	r.rc.MigrateSlot(t, protocol.Slot(mover), r.ms[1])
-	if !r.rec.within(3*time.Second, func() bool { return r.rec.jobs[mover].losts > 0 }) {
-		t.Fatal("the router did not take the moved job off its old shard")
-	}
-	release()
+	r.waitReleased(old, mover)
+	release() // the router tells the hub of the loss once the reader is done
 	r.settle(all)
 }
 
@@ -1102,12 +1132,7 @@ func TestClusterBrokerRouterLostAfterConfirmed(t *testing.T) {
 	}
 	old := r.shard(r.ms[0].Addr).conn
 	r.rc.MigrateSlot(t, protocol.Slot(mover), r.ms[1])
-	r.eventually("the router to take the job off its old shard", 3*time.Second, func() bool {
-		old.mu.Lock()
-		defer old.mu.Unlock()
-		s := old.subs[r.b.keys.Live(mover)]
-		return s == nil || !s.wanted
-	})
+	r.waitReleased(old, mover)
 	time.Sleep(100 * time.Millisecond) // the router tells the hub of the loss
 	close(unblock)
 	r.settle(all)
@@ -1144,12 +1169,7 @@ func TestClusterBrokerNoDeliveryAfterRouterLost(t *testing.T) {
 	}
 	r.rec.mu.Unlock()
 	r.rc.MigrateSlot(t, protocol.Slot(mover), r.ms[1])
-	r.eventually("the router to take the job off its old shard", 3*time.Second, func() bool {
-		old.mu.Lock()
-		defer old.mu.Unlock()
-		s := old.subs[r.b.keys.Live(mover)]
-		return s == nil || !s.wanted
-	})
+	r.waitReleased(old, mover)
 	time.Sleep(100 * time.Millisecond) // the router tells the hub of the loss
 	release()
 	close(released)
