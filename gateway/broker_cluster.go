@@ -187,7 +187,7 @@ func (b *clusterBroker) refresh(ctx context.Context) {
 		}
 	}
 
-	var lost []string
+	left := map[*psConn][]string{} // jobs taken off each connection: those lost there
 	b.mu.Lock()
 	if b.slots != nil && !slices.Equal(b.slots, slots) {
 		// The cluster client (the gateway's reads and publishes, the
@@ -204,9 +204,11 @@ func (b *clusterBroker) refresh(ctx context.Context) {
 		case c == want:
 			c.kick(b.keys.Live(job)) // subscribe again what was dropped or refused
 		default:
+			lost := left[c]
 			if c.release(b.keys.Live(job)) {
 				lost = append(lost, job)
 			}
+			left[c] = lost
 			b.jobs[job] = nil
 			b.moving[job] = true
 		}
@@ -214,15 +216,20 @@ func (b *clusterBroker) refresh(ctx context.Context) {
 	b.mu.Unlock()
 
 	// The hub hears of each loss before the job is subscribed again: it
-	// refills the gap when the new shard confirms. A replaced shard's
-	// connection tells of the losses it saw first itself, so it is waited
-	// for (not under mu: its callbacks wait for the hub, which may be
-	// waiting for mu).
+	// refills the gap when the new shard confirms. The old connection may
+	// be telling the hub of a job taken off (a confirmed, a delivered, or
+	// the loss it saw first itself): that comes first, so each is waited
+	// for, a replaced shard's to its end (not under mu: its callbacks wait
+	// for the hub, which may be waiting for mu).
 	for _, sh := range replaced {
 		<-sh.done
 	}
-	for _, job := range lost {
-		b.ev.lost(job)
+	for c, lost := range left {
+		c.cb.Lock()
+		for _, job := range lost {
+			b.ev.lost(job)
+		}
+		c.cb.Unlock()
 	}
 
 	b.mu.Lock()

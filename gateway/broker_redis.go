@@ -174,6 +174,13 @@ type psConn struct {
 	reroute func()
 	restart chan struct{} // sharded: reconnect now; holds a token while asked
 
+	// cb is held from deciding a callback to making it, so that the lost
+	// that clusterBroker's router tells for a channel it takes off
+	// (release), and the new shard's confirmed, come after it. Taken
+	// before mu, never with a broker lock held; broker methods do not take
+	// it.
+	cb sync.Mutex
+
 	mu    sync.Mutex // guards subs and dirty
 	subs  map[string]*channelSub
 	dirty map[*channelSub]struct{}
@@ -352,7 +359,8 @@ func (c *psConn) serve(ctx context.Context) error {
 // channels the hub asked for while they were still subscribed. first adds
 // the connection's canary to the first SUBSCRIBE.
 func (c *psConn) reconcile(ctx context.Context, ps *redis.PubSub, first bool) error {
-	var sub, unsub, confirm []string
+	var sub, unsub []string
+	var confirm []*channelSub
 	if first {
 		sub = append(sub, c.canary)
 	}
@@ -363,7 +371,7 @@ func (c *psConn) reconcile(ctx context.Context, ps *redis.PubSub, first bool) er
 			s.state = stateSubscribing
 			sub = append(sub, s.channel)
 		case s.wanted && s.state == stateLive:
-			confirm = append(confirm, s.job)
+			confirm = append(confirm, s)
 		case !s.wanted && s.state == stateLive:
 			s.state = stateUnsubscribing
 			unsub = append(unsub, s.channel)
@@ -373,8 +381,8 @@ func (c *psConn) reconcile(ctx context.Context, ps *redis.PubSub, first bool) er
 	}
 	clear(c.dirty)
 	c.mu.Unlock()
-	for _, job := range confirm {
-		c.env.ev.confirmed(job)
+	if len(confirm) > 0 {
+		c.confirmAgain(confirm)
 	}
 	if c.sharded {
 		return c.reconcileSharded(ctx, ps, sub, unsub)
@@ -398,6 +406,24 @@ func (c *psConn) reconcile(ctx context.Context, ps *redis.PubSub, first bool) er
 		sub, unsub = sub[n:], unsub[m:]
 	}
 	return nil
+}
+
+// confirmAgain confirms again those of subs that are still wanted and
+// subscribed, deciding it under cb.
+func (c *psConn) confirmAgain(subs []*channelSub) {
+	c.cb.Lock()
+	defer c.cb.Unlock()
+	var jobs []string
+	c.mu.Lock()
+	for _, s := range subs {
+		if s.wanted && s.state == stateLive && c.subs[s.channel] == s {
+			jobs = append(jobs, s.job)
+		}
+	}
+	c.mu.Unlock()
+	for _, job := range jobs {
+		c.env.ev.confirmed(job)
+	}
 }
 
 // reconcileSharded sends one SSUBSCRIBE or SUNSUBSCRIBE per channel: each
@@ -466,6 +492,8 @@ func (c *psConn) deliver(m *redis.Message) {
 		c.lastCanary.Store(time.Now().UnixNano())
 		return
 	}
+	c.cb.Lock()
+	defer c.cb.Unlock()
 	c.mu.Lock()
 	s := c.subs[m.Channel]
 	live := s != nil && s.wanted && s.state == stateLive
@@ -510,6 +538,8 @@ func (c *psConn) confirmed(m *redis.Subscription) error {
 		}
 		return nil
 	}
+	c.cb.Lock()
+	defer c.cb.Unlock()
 	c.mu.Lock()
 	s := c.subs[m.Channel]
 	confirm := false
@@ -556,6 +586,8 @@ func (c *psConn) dropped(channel string) error {
 	if channel == c.canary {
 		return errors.New("redis dropped the canary's subscription (its slot moved)")
 	}
+	c.cb.Lock()
+	defer c.cb.Unlock()
 	c.mu.Lock()
 	s := c.subs[channel]
 	if s == nil || s.state == stateIdle {
@@ -622,6 +654,8 @@ func (c *psConn) refused(re redis.Error) error {
 // and tells the hub which live subscriptions it lost.
 func (c *psConn) lost() {
 	var lost []string
+	c.cb.Lock()
+	defer c.cb.Unlock()
 	c.mu.Lock()
 	for ch, s := range c.subs {
 		if s.state == stateLive && s.wanted {
