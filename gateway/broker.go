@@ -35,8 +35,7 @@ type broker interface {
 // brokerEvents are a broker's calls into the hub. They are made from the
 // broker's goroutines, never with a lock held that subscribe, unsubscribe or
 // healthy take (a psConn's cb, which orders a connection's callbacks, may be
-// held), and must not
-// block. For one job they come in order: confirmed, then delivered for each
+// held), and must not block. For one job they come in order: confirmed, then delivered for each
 // live message, then lost when the subscription fails, then confirmed again
 // once it is back, and so on. Between lost and the next confirmed nothing is
 // delivered: the hub refills that gap from the job's stream.
