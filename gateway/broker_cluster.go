@@ -420,17 +420,8 @@ func (b *clusterBroker) canaryLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil {
-			b.metrics.redisErrors.WithLabelValues("canary").Inc()
-			b.log.Debug("canary publish failed", "err", err)
-			err = fmt.Errorf("%w: %w", errRedisDown, err)
-		}
-		b.redisErr.Store(&err)
-		select {
-		case <-ctx.Done():
+		if !b.canaryDone(ctx, t, &b.redisErr, err) {
 			return
-		case <-t.C:
-		case <-b.canaryNow:
 		}
 	}
 }

@@ -49,6 +49,25 @@ type psEnv struct {
 	canaryNow      chan struct{} // a connection was just subscribed: prove it now
 }
 
+// canaryDone records the outcome of a canary round in dst (what healthy
+// reads) and waits for the next round: the tick, or a connection that was
+// just subscribed. It reports false when ctx ended.
+func (e *psEnv) canaryDone(ctx context.Context, t *time.Ticker, dst *atomic.Pointer[error], err error) bool {
+	if err != nil {
+		e.metrics.redisErrors.WithLabelValues("canary").Inc()
+		e.log.Debug("canary publish failed", "err", err)
+		err = fmt.Errorf("%w: %w", errRedisDown, err)
+	}
+	dst.Store(&err)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-e.canaryNow:
+	}
+	return true
+}
+
 func newPSEnv(cfg Config, ev brokerEvents, m *metrics) psEnv {
 	return psEnv{
 		ev: ev, metrics: m, log: cfg.Logger, canaryInterval: cfg.CanaryInterval, timeout: cfg.RedisTimeout,
@@ -122,17 +141,8 @@ func (b *redisBroker) canaryLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil {
-			b.metrics.redisErrors.WithLabelValues("canary").Inc()
-			b.log.Debug("canary publish failed", "err", err)
-			err = fmt.Errorf("%w: %w", errRedisDown, err)
-		}
-		b.redisErr.Store(&err)
-		select {
-		case <-ctx.Done():
+		if !b.canaryDone(ctx, t, &b.redisErr, err) {
 			return
-		case <-t.C:
-		case <-b.canaryNow:
 		}
 	}
 }
