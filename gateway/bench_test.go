@@ -112,7 +112,7 @@ func BenchmarkReplay(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		w := &writer{out: &discardSink{}, writeTimeout: time.Minute, metrics: s.metrics}
-		for _, h := range s.history("bench", entries) {
+		for _, h := range s.enc.history("bench", entries) {
 			if _, err := w.frame(h.f, false, true); err != nil {
 				b.Fatal(err)
 			}
@@ -149,7 +149,7 @@ func BenchmarkReplayFromRedis(b *testing.B) {
 			b.Fatal(err, found)
 		}
 		w.last = from
-		if done, _ := s.replay(ctx, w, "bench", streamQuery{}, s.history("bench", entries)); done {
+		if done, _ := s.replay(ctx, w, "bench", streamQuery{}, s.enc.history("bench", entries), len(entries) == replayPage); done {
 			b.Fatal("replay ended early")
 		}
 		if w.sent != 1000 {

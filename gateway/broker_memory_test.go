@@ -234,6 +234,32 @@ func (m *memHistory) after(ctx context.Context, job string, id protocol.ID) ([]r
 	return out, found, nil
 }
 
+// start reads like store.start, with a state made up from the stream: the
+// job is processing, at its newest entry (nil without entries).
+func (m *memHistory) start(ctx context.Context, job string, resume bool, from protocol.ID) (startRead, error) {
+	if err := m.wait(ctx); err != nil {
+		return startRead{}, err
+	}
+	m.mu.Lock()
+	entries := m.entries[job]
+	var r startRead
+	if len(entries) > 0 {
+		last, _ := protocol.ParseID(entries[len(entries)-1].ID)
+		r.st = &jobState{status: event.StatusProcessing, lastID: last}
+	}
+	var read []redis.XMessage
+	for _, e := range entries {
+		if eid, _ := protocol.ParseID(e.ID); !eid.Less(from) && len(read) <= replayPage {
+			read = append(read, e)
+		}
+	}
+	m.mu.Unlock()
+	if resume {
+		r.entries, r.found, r.more = cutAfter(read, from)
+	}
+	return r, nil
+}
+
 func (m *memHistory) check(ctx context.Context, jobs []string) ([]jobCheck, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -33,6 +33,7 @@ type client struct {
 
 	// Guarded by the jobSub's mu.
 	idx    int         // in jobSub.clients
+	seq    uint64      // its place among the job's joins (jobSub.seq)
 	known  bool        // the handler has reported where the stream stands
 	base   protocol.ID // where the snapshot or replay left the stream
 	queued protocol.ID // newest frame put in the queue

@@ -74,6 +74,12 @@ type jobSub struct {
 	again     bool        // the subscription was lost again during the refill: refill again
 	pending   []*frame
 	overflow  bool // pending filled up: read the stream again
+
+	// The start reads of the job's streams (start.go).
+	seq    uint64      // clients joined so far; each client's seq is its place
+	read   *sharedRead // the read that streams starting now share, or nil
+	gap    bool        // the subscription was lost and is not refilled yet
+	losses int         // times it was lost: a refill clears gap only if none came during it
 }
 
 // newHub returns a hub without a broker; set one (built with h.events())
@@ -144,6 +150,8 @@ func (h *Hub) join(ctx context.Context, job string, c *client) (*jobSub, error) 
 	js.mu.Lock()
 	c.idx = len(js.clients)
 	js.clients = append(js.clients, c)
+	js.seq++
+	c.seq = js.seq
 	js.mu.Unlock()
 	h.mu.Unlock()
 
@@ -164,13 +172,14 @@ func (h *Hub) join(ctx context.Context, job string, c *client) (*jobSub, error) 
 	}
 }
 
-// live reports whether job has a confirmed subscription on this instance,
-// which means it existed and was running when a client last joined.
-func (h *Hub) live(job string) bool {
+// watched reports whether job has a subscription on this instance that
+// is confirmed or still being made for the first time: either way the job
+// existed and was running when a client last joined it.
+func (h *Hub) watched(job string) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	js := h.jobs[job]
-	return js != nil && js.live
+	return js != nil && (js.live || !js.lostLive)
 }
 
 // leave unregisters c. Once the job's last client has left, its
@@ -261,6 +270,11 @@ func (h *Hub) lost(job string) {
 	js.live, js.lostLive = false, true
 	js.ready = make(chan struct{})
 	h.metrics.subscribedJobs.Dec()
+	js.mu.Lock()
+	js.gap = true
+	js.losses++
+	js.sealLocked() // its tail misses what is published until the refill
+	js.mu.Unlock()
 }
 
 // delivered is the broker handing over a live message of job.
@@ -353,6 +367,7 @@ func (h *Hub) vanished(job string) {
 	h.log.Warn("job vanished from Redis (deleted, flushed, evicted or expired); closing its streams", "job", job)
 	js.mu.Lock()
 	defer js.mu.Unlock()
+	js.sealLocked()
 	for _, c := range js.clients {
 		c.kick(reasonJobGone, jitter(h.retry))
 	}
@@ -373,6 +388,7 @@ func (h *Hub) aheadOfStream(job string, sent, tip protocol.ID) {
 		"job", job, "position", sent.String(), "stream_tip", tip.String())
 	js.mu.Lock()
 	defer js.mu.Unlock()
+	js.sealLocked()
 	if js.lastID == sent {
 		js.lastID = tip
 	}
@@ -398,6 +414,7 @@ func (js *jobSub) publish(f *frame, m *metrics) {
 	}
 	js.lastID = f.id
 	js.sendLocked(f, m)
+	js.addedLocked(f)
 }
 
 // sendLocked offers f to every client that does not have it yet. It never

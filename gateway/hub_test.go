@@ -230,7 +230,7 @@ func TestHubLinger(t *testing.T) {
 		if _, unsub := e.b.calls("l"); unsub != 1 {
 			t.Errorf("%d unsubscribes after the linger, want 1", unsub)
 		}
-		if e.h.live("l") {
+		if e.h.watched("l") {
 			t.Error("the job is still live after its subscription was dropped")
 		}
 	})
@@ -347,7 +347,7 @@ func TestHubLostWhileJoining(t *testing.T) {
 		e.joined(t, "x", 0)
 		e.b.fail()
 		synctest.Wait()
-		if e.h.live("x") {
+		if e.h.watched("x") {
 			t.Fatal("live after the loss")
 		}
 		done := make(chan error, 1)

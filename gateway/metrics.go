@@ -40,6 +40,7 @@ type metrics struct {
 	watcherFailures prometheus.Counter
 	invalidEvents   *prometheus.CounterVec
 	liveMismatches  *prometheus.CounterVec
+	startReads      *prometheus.CounterVec
 }
 
 // Answers to stream requests: the label of ssegate_stream_requests_total.
@@ -98,6 +99,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		liveMismatches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ssegate_live_mismatches_total", Help: "Live messages dropped because their ID cannot be in the job's stream (the stream is re-read), by kind.",
 		}, []string{"kind"}),
+		startReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ssegate_stream_start_reads_total",
+			Help: "Starts of running jobs' streams by how their state and history were read: issued (a read sent to Redis) or shared (another stream's read).",
+		}, []string{"read"}),
 		watcherFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ssegate_close_watcher_failures_total", Help: "Failures of the epoll close watcher; its connections fall back to reader goroutines.",
 		}),
@@ -123,11 +128,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.liveMismatches.WithLabelValues("ahead")
 	m.liveMismatches.WithLabelValues("not_in_stream")
+	m.startReads.WithLabelValues("issued")
+	m.startReads.WithLabelValues("shared")
 	for _, a := range []string{answerStream, answerNoContent, answerNotFound, answerBadRequest, answerRefused, answerGone} {
 		m.requests.WithLabelValues(a)
 	}
 	reg.MustRegister(m.connections, m.opened, m.closed, m.subscribedJobs, sent, m.eventsReplayed,
-		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics, m.watcherFailures, m.invalidEvents, m.liveMismatches)
+		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics, m.watcherFailures, m.invalidEvents, m.liveMismatches, m.startReads)
 	return m
 }
 

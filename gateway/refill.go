@@ -30,6 +30,9 @@ type history interface {
 	after(ctx context.Context, job string, id protocol.ID) (entries []redis.XMessage, found bool, err error)
 	// page returns up to n entries after id.
 	page(ctx context.Context, job string, id protocol.ID, n int64) ([]redis.XMessage, error)
+	// start reads the job's state and, with resume, up to replayPage
+	// entries after from, in one round trip (see store.start).
+	start(ctx context.Context, job string, resume bool, from protocol.ID) (startRead, error)
 	// check reports, for each job, whether it still exists (its state
 	// hash is there) and the ID of its stream's newest entry, in one round
 	// trip.
@@ -64,6 +67,7 @@ func (h *Hub) refill(js *jobSub) {
 		return
 	}
 	js.refilling = true
+	js.sealLocked() // live frames wait in pending, outside the tail
 	js.mu.Unlock()
 
 	q := &h.refills
@@ -102,6 +106,7 @@ func (h *Hub) refillWorker() {
 func (h *Hub) refillOnce(js *jobSub) (again bool) {
 	js.mu.Lock()
 	js.again = false
+	losses := js.losses
 	var from protocol.ID
 	have := false
 	for _, c := range js.clients {
@@ -199,6 +204,9 @@ func (h *Hub) refillOnce(js *jobSub) (again bool) {
 		}
 	}
 	js.pending, js.overflow, js.refilling = nil, false, false
+	if js.losses == losses {
+		js.gap = false // refilled, and not lost again meanwhile
+	}
 	return false
 }
 

@@ -22,6 +22,7 @@ type openStream struct {
 	st      *jobState
 	history []historyEntry // the first page after the resume point
 	found   bool           // the resume point is in the retained history
+	more    bool           // the stream holds more events after history
 }
 
 // begin writes the replay or the snapshot and tells the hub where the
@@ -33,14 +34,18 @@ func (s *Server) begin(ctx context.Context, w *writer, o *openStream) (reason st
 	case o.q.resume && o.found:
 		// Exactly the events after the client's, from the stream.
 		w.last = o.q.lastID
-		if done, reason := s.replay(ctx, w, o.job, o.q, o.history); done {
+		if done, reason := s.replay(ctx, w, o.job, o.q, o.history, o.more); done {
 			return reason
 		}
-	case o.q.resume:
-		w.raw(s.resetEvent(o.job), event.TypeReset)
-		s.snapshot(w, o.job, o.st)
 	default:
+		if o.q.resume {
+			w.raw(s.resetEvent(o.job), event.TypeReset)
+		}
 		s.snapshot(w, o.job, o.st)
+		// Then what followed the state (see sharedRead).
+		if done, reason := s.replay(ctx, w, o.job, o.q, o.history, false); done {
+			return reason
+		}
 	}
 	if err := w.flush(); err != nil {
 		return w.failed(o.cl, err)
@@ -57,23 +62,24 @@ type historyEntry struct {
 	err error
 }
 
-func (s *Server) history(job string, entries []redis.XMessage) []historyEntry {
+// history turns stream entries into frames.
+func (e *encoder) history(job string, entries []redis.XMessage) []historyEntry {
 	out := make([]historyEntry, 0, len(entries))
-	for _, e := range entries {
-		id, typ, data, err := entryFields(e)
+	for _, m := range entries {
+		id, typ, data, err := entryFields(m)
 		var f *frame
 		if err == nil {
-			f, err = s.enc.frame(job, id, typ, data, false)
+			f, err = e.frame(job, id, typ, data, false)
 		}
 		out = append(out, historyEntry{f, err})
 	}
 	return out
 }
 
-// replay writes the stream entries after the client's Last-Event-ID, page
-// by page. It reports whether the stream is over (the terminal event was
+// replay writes the stream entries after the client's Last-Event-ID: page,
+// then, while there are more, the stream's next pages. It reports whether the stream is over (the terminal event was
 // written, or writing failed) and why.
-func (s *Server) replay(ctx context.Context, w *writer, job string, q streamQuery, page []historyEntry) (bool, string) {
+func (s *Server) replay(ctx context.Context, w *writer, job string, q streamQuery, page []historyEntry, more bool) (bool, string) {
 	for {
 		for _, h := range page {
 			if h.err != nil {
@@ -91,7 +97,7 @@ func (s *Server) replay(ctx context.Context, w *writer, job string, q streamQuer
 				return true, reasonFinished
 			}
 		}
-		if len(page) < replayPage {
+		if !more {
 			return false, ""
 		}
 		if err := w.flush(); err != nil {
@@ -102,7 +108,7 @@ func (s *Server) replay(ctx context.Context, w *writer, job string, q streamQuer
 			s.metrics.redisErrors.WithLabelValues("replay").Inc()
 			return true, reasonRedis // the client resumes from what it got
 		}
-		page = s.history(job, entries)
+		page, more = s.enc.history(job, entries), len(entries) == replayPage
 	}
 }
 

@@ -38,21 +38,30 @@ type jobState struct {
 
 var errCorruptState = errors.New("gateway: job state hash is not protocol v1")
 
+// stateFields are the fields of a job's state hash that jobState holds,
+// in the order parseState reads them.
+var stateFields = []string{protocol.FieldStatus, protocol.FieldProgress, protocol.FieldResult, protocol.FieldLastID, protocol.FieldUpdatedAt}
+
 // state returns the job's state, or nil if the job does not exist.
 func (s *store) state(ctx context.Context, job string) (*jobState, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	vals, err := s.rdb.HMGet(ctx, s.keys.State(job),
-		protocol.FieldStatus, protocol.FieldProgress, protocol.FieldResult, protocol.FieldLastID, protocol.FieldUpdatedAt,
-	).Result()
+	vals, err := s.rdb.HMGet(ctx, s.keys.State(job), stateFields...).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read state of %q: %w", job, err)
 	}
+	return parseState(job, vals)
+}
+
+// parseState turns the values of stateFields into a jobState; nil if the
+// job does not exist.
+func parseState(job string, vals []any) (*jobState, error) {
 	str := func(i int) string { v, _ := vals[i].(string); return v }
 	if str(0) == "" {
 		return nil, nil
 	}
 	st := &jobState{status: event.Status(str(0)), progress: str(1), result: str(2)}
+	var err error
 	if st.lastID, err = protocol.ParseID(str(3)); err != nil || !st.status.Valid() {
 		return nil, fmt.Errorf("state of %q: %w", job, errCorruptState)
 	}
@@ -60,6 +69,40 @@ func (s *store) state(ctx context.Context, job string) (*jobState, error) {
 		st.updatedAt = time.UnixMilli(ms)
 	}
 	return st, nil
+}
+
+// A startRead is what the start of a stream of a running job reads: the
+// job's state and, for a resume, the history from the resume point.
+type startRead struct {
+	st      *jobState        // nil: no such job
+	entries []redis.XMessage // up to replayPage entries after from
+	found   bool             // from itself is still in the stream
+	more    bool             // the stream holds more entries after these
+}
+
+// start reads the job's state and, with resume, up to replayPage stream
+// entries after from, in one round trip.
+func (s *store) start(ctx context.Context, job string, resume bool, from protocol.ID) (startRead, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	state := pipe.HMGet(ctx, s.keys.State(job), stateFields...)
+	var hist *redis.XMessageSliceCmd
+	if resume {
+		hist = pipe.XRangeN(ctx, s.keys.Events(job), from.String(), "+", replayPage+1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return startRead{}, fmt.Errorf("read start of %q: %w", job, err)
+	}
+	var r startRead
+	var err error
+	if r.st, err = parseState(job, state.Val()); err != nil {
+		return startRead{}, err
+	}
+	if resume {
+		r.entries, r.found, r.more = cutAfter(hist.Val(), from)
+	}
+	return r, nil
 }
 
 // after returns up to replayPage stream entries after id, and whether id
@@ -74,8 +117,16 @@ func (s *store) after(ctx context.Context, job string, id protocol.ID) (entries 
 	if err != nil {
 		return nil, false, fmt.Errorf("read history of %q: %w", job, err)
 	}
+	entries, found, _ = cutAfter(entries, id)
+	return entries, found, nil
+}
+
+// cutAfter takes the answer to XRANGE id + COUNT replayPage+1 and returns
+// up to replayPage entries after id, whether id itself is still in the
+// stream, and whether the stream holds more entries after those returned.
+func cutAfter(entries []redis.XMessage, id protocol.ID) (after []redis.XMessage, found, more bool) {
 	if len(entries) > 0 && entries[0].ID == id.String() {
-		return entries[1:], true, nil
+		return entries[1:], true, len(entries) > replayPage
 	}
 	if id.IsZero() {
 		// 0-0 comes before every event: the history after it is whole
@@ -84,9 +135,9 @@ func (s *store) after(ctx context.Context, job string, id protocol.ID) (entries 
 		found = len(entries) == 0 || isRegistration(entries[0])
 	}
 	if len(entries) > replayPage {
-		entries = entries[:replayPage]
+		return entries[:replayPage], found, true
 	}
-	return entries, found, nil
+	return entries, found, false
 }
 
 // page returns up to n stream entries after id.

@@ -115,8 +115,9 @@ func (sr *streamRequest) serve() error {
 	// state alone: only a stream that stays open takes a slot, so a full
 	// instance still ends finished jobs' streams and answers 404s. A job
 	// this instance is subscribed to already was running a moment ago;
-	// the read after joining decides.
-	if !s.hub.live(sr.job) {
+	// the read after joining decides (and a storm of streams of one job
+	// reads its state once, there: see sharedRead).
+	if !s.hub.watched(sr.job) {
 		if _, answered, err := sr.lookUp(); answered {
 			return err
 		}
@@ -163,18 +164,18 @@ func (sr *streamRequest) serve() error {
 	}
 	a.js = js
 
-	st, answered, err := sr.lookUp()
+	start, err := s.hub.start(ctx, js, a.cl, q.resume, q.lastID)
+	if start.finished && err == nil {
+		// It ended since the read: answered as a finished job, from
+		// where it stands now.
+		start.st, err = s.store.state(ctx, sr.job)
+	}
+	st, answered, err := sr.decide(start.st, err)
 	if answered {
 		return err
 	}
-	o := &openStream{job: a.job, q: q, cl: a.cl, js: js, st: st}
-	if q.resume {
-		entries, ok, err := s.store.after(ctx, sr.job, q.lastID)
-		if err != nil {
-			return sr.redisFailed("replay", err)
-		}
-		o.history, o.found = s.history(sr.job, entries), ok
-	}
+	o := &openStream{job: a.job, q: q, cl: a.cl, js: js, st: st,
+		history: start.history, found: start.found, more: start.more}
 
 	a.w, a.sink = sr.open(true)
 	if a.sink == nil {
@@ -221,7 +222,11 @@ func (sr *streamRequest) timeout(w *writer) time.Duration {
 // one (its result, or 204). answered reports that it did; err is then the
 // handler's result.
 func (sr *streamRequest) lookUp() (st *jobState, answered bool, err error) {
-	st, err = sr.s.store.state(sr.r.Context(), sr.job)
+	return sr.decide(sr.s.store.state(sr.r.Context(), sr.job))
+}
+
+// decide is lookUp's answer from a read of the job's state.
+func (sr *streamRequest) decide(st *jobState, err error) (_ *jobState, answered bool, _ error) {
 	switch {
 	case err != nil:
 		return nil, true, sr.redisFailed("state", err)
@@ -252,14 +257,14 @@ func (sr *streamRequest) finished(st *jobState) error {
 		if err != nil {
 			return sr.redisFailed("replay", err)
 		}
-		history, found = s.history(job, entries), ok
+		history, found = s.enc.history(job, entries), ok
 	}
 	w, _ := sr.open(false)
 	reason := reasonFinished
 	defer func() { s.closed(job, sr.remote, w, reason) }()
 	if q.resume && found {
 		w.last = q.lastID
-		if done, r := s.replay(ctx, w, job, q, history); done {
+		if done, r := s.replay(ctx, w, job, q, history, len(history) == replayPage); done {
 			reason = r
 			return nil
 		}
