@@ -19,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/ssegate/ssegate/pkg/event"
 	"github.com/ssegate/ssegate/pkg/protocol"
@@ -33,6 +34,7 @@ import (
 type Server struct {
 	cfg       Config
 	store     *store
+	lookUps   singleflight.Group   // state reads before admission, one per job at a time
 	publisher *publisher.Publisher // for POST .../events
 	enc       *encoder
 	hub       *Hub

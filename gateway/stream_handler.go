@@ -118,7 +118,7 @@ func (sr *streamRequest) serve() error {
 	// the read after joining decides (and a storm of streams of one job
 	// reads its state once, there: see sharedRead).
 	if !s.hub.watched(sr.job) {
-		if _, answered, err := sr.lookUp(); answered {
+		if _, answered, err := sr.lookUpShared(); answered {
 			return err
 		}
 	}
@@ -223,6 +223,24 @@ func (sr *streamRequest) timeout(w *writer) time.Duration {
 // handler's result.
 func (sr *streamRequest) lookUp() (st *jobState, answered bool, err error) {
 	return sr.decide(sr.s.store.state(sr.r.Context(), sr.job))
+}
+
+// lookUpShared is lookUp sharing the read with the requests for the job
+// that wait for one already: a storm of first requests for a job that is
+// not watched here yet reads its state once, not once each.
+func (sr *streamRequest) lookUpShared() (st *jobState, answered bool, err error) {
+	ctx := sr.r.Context()
+	ch := sr.s.lookUps.DoChan(sr.job, func() (any, error) {
+		// Not bounded by this request: the others wait for it too.
+		return sr.s.store.state(context.WithoutCancel(ctx), sr.job)
+	})
+	select {
+	case res := <-ch:
+		st, _ := res.Val.(*jobState)
+		return sr.decide(st, res.Err)
+	case <-ctx.Done():
+		return nil, true, nil // the client left
+	}
 }
 
 // decide is lookUp's answer from a read of the job's state.
