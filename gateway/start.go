@@ -8,10 +8,13 @@ import (
 	"github.com/ssegate/ssegate/pkg/protocol"
 )
 
-// shareFor is how long the streams that start on a job share one read of
-// it. A pod that dies sends its clients to the others within about a
-// second; one read per job per shareFor is what that storm costs Redis.
-const shareFor = time.Second
+// A read is shared until no stream has started from it for shareFor, and
+// for maxShare at most. A pod that dies sends its clients to the others
+// within seconds; one read per job is what that storm costs Redis.
+const (
+	shareFor = time.Second
+	maxShare = 5 * time.Second
+)
 
 // maxTail bounds the live frames a shared read keeps for the streams that
 // use it after it was made; past it the read is sealed (see sharedRead).
@@ -41,6 +44,7 @@ type sharedRead struct {
 	err     error
 
 	// Guarded by the jobSub's mu.
+	used     time.Time // when a stream last started from it
 	sealed   bool
 	sealedAt uint64   // jobSub.seq when it was sealed: later joins may not use it
 	tail     []*frame // frames fanned out since the read was sent
@@ -94,6 +98,7 @@ func (h *Hub) start(ctx context.Context, js *jobSub, c *client, resume bool, fro
 	}
 	js.mu.Lock()
 	s, ok := r.serve(c, resume, from)
+	r.used = time.Now()
 	js.mu.Unlock()
 	if ok {
 		return s, nil
@@ -127,11 +132,23 @@ func (h *Hub) issue(js *jobSub, r *sharedRead) {
 		js.mu.Unlock()
 		return
 	}
-	time.AfterFunc(shareFor, func() {
+	issued := time.Now()
+	var expire func()
+	expire = func() {
 		js.mu.Lock()
 		defer js.mu.Unlock()
+		now := time.Now()
+		next := r.used.Add(shareFor)
+		if end := issued.Add(maxShare); end.Before(next) {
+			next = end
+		}
+		if !r.sealed && now.Before(next) {
+			time.AfterFunc(next.Sub(now), expire)
+			return
+		}
 		js.dropReadLocked(r)
-	})
+	}
+	time.AfterFunc(shareFor, expire)
 }
 
 // covers reports whether a stream that starts now may use r: r is still

@@ -116,18 +116,23 @@ func (sr *streamRequest) serve() error {
 	// instance still ends finished jobs' streams and answers 404s. A job
 	// this instance is subscribed to already was running a moment ago;
 	// the read after joining decides (and a storm of streams of one job
-	// reads its state once, there: see sharedRead).
-	if !s.hub.watched(sr.job) {
+	// reads it once, there: see sharedRead). So does a resume that can be
+	// admitted: its client watched the job a moment ago, so it most likely
+	// runs still, and a reconnect storm then costs each job's first
+	// stream no read of its own.
+	lookUp := !s.hub.watched(sr.job)
+	if lookUp && !q.resume {
 		if _, answered, err := sr.lookUpShared(); answered {
 			return err
 		}
 	}
-	if !s.ips.add(sr.remote, s.cfg.MaxConnectionsPerIP) {
-		return sr.refuse(refuseIPFull)
-	}
-	if !s.admit() {
-		s.ips.done(sr.remote, s.cfg.MaxConnectionsPerIP)
-		return sr.refuse(refuseFull)
+	if refusal := sr.admit(); refusal != "" {
+		if lookUp && q.resume {
+			if _, answered, err := sr.lookUpShared(); answered {
+				return err
+			}
+		}
+		return sr.refuse(refusal)
 	}
 	// From here on the stream counts; whatever it holds is released by
 	// a.end, here or, once handed off, by the stream's own end.
@@ -202,6 +207,20 @@ func (sr *streamRequest) serve() error {
 	handedOff = true
 	newStream(a.w, a.cl, s.cfg.Heartbeat, sr.timeout(a.w), a.end).start(ctx)
 	return nil
+}
+
+// admit takes the stream's slot under MaxConnectionsPerIP and
+// MaxConnections, or returns the refusal.
+func (sr *streamRequest) admit() string {
+	s := sr.s
+	if !s.ips.add(sr.remote, s.cfg.MaxConnectionsPerIP) {
+		return refuseIPFull
+	}
+	if !s.admit() {
+		s.ips.done(sr.remote, s.cfg.MaxConnectionsPerIP)
+		return refuseFull
+	}
+	return ""
 }
 
 // timeout is how long the stream stays open from now: the asked-for

@@ -5,8 +5,8 @@
 #
 #   cmd/ssebench/scenarios.sh OUT_DIR [SCENARIO...]
 #
-# SCENARIO is any of: broadcast broadcast-pinned many-jobs idle storm two
-# cluster (default: all but cluster). SCALE=0.1 divides client counts and
+# SCENARIO is any of: broadcast broadcast-pinned many-jobs idle storm
+# storm-one two cluster (default: all but cluster). SCALE=0.1 divides client counts and
 # durations for a smoke run. Needs redis-server, taskset (util-linux) for
 # broadcast-pinned, and RLIMIT_NOFILE room for about 2 × clients descriptors.
 #
@@ -20,7 +20,7 @@ set -euo pipefail
 out=${1:?usage: scenarios.sh OUT_DIR [SCENARIO...]}
 shift
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(broadcast broadcast-pinned many-jobs idle storm two)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(broadcast broadcast-pinned many-jobs idle storm storm-one two)
 here=$(cd "$(dirname "$0")" && pwd)
 scale=${SCALE:-1}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -150,6 +150,9 @@ for s in "${scenarios[@]}"; do
 		run_pair idle 1 "" "" --clients "$(n 10000)" --jobs "$(n 1000)" --idle --duration "$(d 60)" ;;
 	storm)
 		run_pair storm 1 "" "" --clients "$(n 10000)" --jobs "$(n 1000)" --resume-from-middle 100 --rate 0 \
+			--duration 0s --connect-timeout 2m ;;
+	storm-one)
+		run_pair storm-one 1 "" "" --clients "$(n 10000)" --jobs 1 --resume-from-middle 100 --rate 0 \
 			--duration 0s --connect-timeout 2m ;;
 	two)
 		echo "=== two gateways ==="
