@@ -17,7 +17,7 @@ FUZZ_TARGETS := \
 # The process-level failure scenarios (test/failure_test.go).
 SCENARIOS := TestRollingRestart|TestCrash|TestPubSubCut|TestRedisRestart|TestSlowAndStalledClients|TestChurn
 
-.PHONY: build test unit lint fmt-check vet staticcheck fuzz soak bench clean
+.PHONY: build test unit lint fmt-check vet staticcheck fuzz soak bench bench-compare clean
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -55,6 +55,14 @@ soak:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# BASE against the work tree: the Go benchmarks interleaved COUNT times,
+# through benchstat, and with SCENARIO=name a short ssebench scenario
+# (see cmd/ssebench/compare.sh), e.g.
+#   make bench-compare BASE=main~3 PKGS=./gateway SCENARIO=storm-one
+bench-compare:
+	@test -n "$(BASE)" || { echo "usage: make bench-compare BASE=<rev> [COUNT=6] [BENCH=.] [PKGS=./...] [SCENARIO=storm-one]"; exit 2; }
+	bash cmd/ssebench/compare.sh $(BASE)
 
 # The container image (deploy/Dockerfile), labelled with the version and the
 # commit. Needs a Docker engine with BuildKit (Docker 23+); the machine these
