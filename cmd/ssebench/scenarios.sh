@@ -6,7 +6,7 @@
 #   cmd/ssebench/scenarios.sh OUT_DIR [SCENARIO...]
 #
 # SCENARIO is any of: broadcast broadcast-pinned many-jobs idle storm
-# storm-one two cluster (default: all but cluster). SCALE=0.1 divides client counts and
+# storm-one two cluster fleet (default: all but cluster and fleet). SCALE=0.1 divides client counts and
 # durations for a smoke run. Needs redis-server, taskset (util-linux) for
 # broadcast-pinned, and RLIMIT_NOFILE room for about 2 × clients descriptors.
 #
@@ -136,6 +136,38 @@ cluster_run() {
 	grep -hv '^$' "$out/$label"-gateway-*.log 2>/dev/null | sed "s/^/$label gateway log: /" || true
 }
 
+# fleet_run LABEL GATEWAYS SSEBENCH_FLAGS...: GATEWAYS gateways on one
+# redis-server, each job's clients spread over all of them, one JSON line
+# to OUT_DIR/runs.jsonl.
+fleet_run() {
+	local label=$1 gateways=$2
+	shift 2
+	echo "=== $label ($(cut -d' ' -f1-3 /proc/loadavg)) ==="
+	GWLOG="$label-gateway" start_stack "$gateways"
+	"$bin/ssebench" run --gateway "$GW" --gateway-pid "$GWPIDS" --redis-url "$REDIS_URL" --label "$label" \
+		--csv "$csv" --json --progress 0 --spread-jobs "$@" 2>"$out/$label.txt" >>"$out/runs.jsonl" || echo "ssebench $label: exit $?" >&2
+	cat "$out/$label.txt"
+	cleanup
+}
+
+# fleet_table RUNS_JSONL: the fleet runs as a markdown table.
+fleet_table() {
+	python3 - "$1" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [r for r in rows if r.get("label", "").startswith("fleet-")]
+print("| scenario | gateways | clients | deliveries/s | p99 ms | gateway CPU-s per 100k deliveries | gateways' CPU (100 = a core) | Redis CPU µs per event | machine busy | lost, duplicated |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    red = r.get("redis") or {}
+    ev = r["publish"]["events"] or 1
+    c = r["correctness"]
+    print(f'| {r["label"].rsplit("-", 1)[0][6:]} | {r["gateways"]} | {r["clients"]:,} | {r["delivery"]["per_sec"]:,.0f} | '
+          f'{r["latency"]["p99_ms"]:.2f} | {r["server"]["cpu_per_100k_deliveries_s"]:.2f} | {r["server"]["load_cpu_pct"]:.0f} | '
+          f'{red.get("load_cpu_s", 0) / ev * 1e6:.0f} | {r["machine"]["load_busy_pct"]:.0f} % | {c["lost"]}, {c["duplicated"]} |')
+PY
+}
+
 for s in "${scenarios[@]}"; do
 	case $s in
 	broadcast)
@@ -172,6 +204,18 @@ for s in "${scenarios[@]}"; do
 				cluster_run "$st" "cl-$st-broadcast-r$r" --clients "$(n 2000)" --jobs 1 --rate 20 --duration "$(d 30)"
 			done
 		done ;;
+	fleet)
+		# FLEET_CLIENTS (default 6000) clients per gateway, 1 to FLEET_MAX
+		# (default 3) gateways on one Redis.
+		per=${FLEET_CLIENTS:-6000}
+		for kind in broadcast many-jobs; do
+			for g in $(seq "${FLEET_MAX:-3}"); do
+				flags=(--jobs 1 --rate 20)
+				[ "$kind" = many-jobs ] && flags=(--jobs "$(n 1000)" --rate 500)
+				fleet_run "fleet-$kind-$g" "$g" --clients "$(n $((per * g)))" "${flags[@]}" --duration "$(d 20)"
+			done
+		done
+		fleet_table "$out/runs.jsonl" | tee "$out/fleet.md" ;;
 	*) echo "unknown scenario $s" >&2; exit 2 ;;
 	esac
 done
