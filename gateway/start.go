@@ -162,8 +162,9 @@ func (r *sharedRead) covers(resume bool, from protocol.ID) bool {
 // from is past the page r read. The jobSub's mu is held.
 func (r *sharedRead) serve(c *client, resume bool, from protocol.ID) (start, bool) {
 	if r.sealed && c.seq > r.sealedAt {
-		// Not reached: a client takes a read that is not sealed, or one
-		// sealed after it joined. Kept as the rule's guard.
+		// A guard: covers keeps a client from taking a read sealed
+		// before it joined (its own read, sealed at issue, is sealed
+		// after its join).
 		return start{}, false
 	}
 	s := start{st: r.res.st, finished: r.finished}
