@@ -294,9 +294,9 @@ func TestManyClientsOneJob(t *testing.T) {
 	for _, s := range streams {
 		s.WaitEvents(t, 1)
 	}
-	if got := g.metric(t, "ssegate_connections"); got != clients {
-		t.Errorf("ssegate_connections = %v with %d open streams", got, clients)
-	}
+	// A stream may be sent back to resume while it starts (a pub/sub
+	// connection lost on a loaded machine): it is open again soon after.
+	streamtest.Eventually(t, "every stream open", func() bool { return g.metric(t, "ssegate_connections") == clients })
 	if got := g.metric(t, "ssegate_subscribed_jobs"); got != 1 {
 		t.Errorf("ssegate_subscribed_jobs = %v, want 1 for one job", got)
 	}
