@@ -86,7 +86,6 @@ func (h *Hub) start(ctx context.Context, js *jobSub, c *client, resume bool, fro
 		h.metrics.startReads.WithLabelValues("issued").Inc()
 		h.issue(js, r)
 	} else {
-		h.metrics.startReads.WithLabelValues("shared").Inc()
 		select {
 		case <-r.done:
 		case <-ctx.Done():
@@ -101,10 +100,13 @@ func (h *Hub) start(ctx context.Context, js *jobSub, c *client, resume bool, fro
 	r.used = time.Now()
 	js.mu.Unlock()
 	if ok {
+		if !own {
+			h.metrics.startReads.WithLabelValues("shared").Inc()
+		}
 		return s, nil
 	}
-	// Its resume point is past the page the shared read holds: a read of
-	// its own.
+	// Its resume point is past what the shared read holds: a read of its
+	// own.
 	h.metrics.startReads.WithLabelValues("issued").Inc()
 	res, err := h.hist.start(ctx, js.job, resume, from)
 	if err != nil {
@@ -183,8 +185,14 @@ func (r *sharedRead) serve(c *client, resume bool, from protocol.ID) (start, boo
 		s.history, s.found, s.more = r.history[i+1:], true, r.res.more
 	case r.res.more:
 		return start{}, false // past the page read
+	case r.newest().Less(from):
+		// Past everything r holds: added since, and its live frame not
+		// here yet (the client saw it elsewhere first). r cannot tell.
+		return start{}, false
 	default:
-		// Past every entry read: in the tail, or not in the stream.
+		// Past every entry read, not past the tail: in the tail, or not
+		// in the stream (the page and the tail hold every entry up to
+		// the tail's newest).
 		if j, ok := slices.BinarySearchFunc(r.tail, from, compareFrame); ok {
 			s.history, s.found = tailEntries(r.tail[j+1:]), true
 		} else {
@@ -205,6 +213,19 @@ func (r *sharedRead) serve(c *client, resume bool, from protocol.ID) (start, boo
 		s.history = append(slices.Clip(s.history), r.tailAfter(after)...)
 	}
 	return s, true
+}
+
+// newest is the newest event r knows of: in its page, its tail or the
+// state it read.
+func (r *sharedRead) newest() protocol.ID {
+	id := r.res.st.lastID
+	if n := len(r.ids); n > 0 && id.Less(r.ids[n-1]) {
+		id = r.ids[n-1]
+	}
+	if n := len(r.tail); n > 0 && id.Less(r.tail[n-1].id) {
+		id = r.tail[n-1].id
+	}
+	return id
 }
 
 // tailAfter returns the frames of r's tail after id.
