@@ -12,7 +12,7 @@ import (
 // frames that the hub fills and the stream's writer empties, and the kick
 // that ends the stream.
 //
-// Concurrency: push, take, reuse and kick are safe for concurrent use (the
+// Concurrency: push, offer, take, reuse and kick are safe for concurrent use (the
 // hub pushes and kicks, the stream's drain takes). The position fields are
 // guarded by the mutex of the client's jobSub. kickReason and kickRetry are
 // written once, before kicked is closed, and read only after it is.
@@ -27,9 +27,9 @@ type client struct {
 	kickOnce   sync.Once
 	kickReason string        // set before kicked is closed
 	kickRetry  time.Duration // retry hint to send on the way out; 0 for none
-	// notify, once set, is called after a frame is queued or the client is
-	// kicked: it wakes the stream's writer (see stream). It never blocks.
-	notify atomic.Pointer[func()]
+	// st, once set, is the stream that writes the queue: it is woken after
+	// a frame is queued or the client is kicked (see stream).
+	st atomic.Pointer[stream]
 
 	// Guarded by the jobSub's mu.
 	idx    int         // in jobSub.clients
@@ -46,16 +46,25 @@ func newClient(buffer int, includeReport bool) *client {
 // push queues f and wakes the stream. It never blocks; it reports false,
 // queueing nothing, when the queue is full.
 func (c *client) push(f *frame) bool {
+	if !c.offer(f) {
+		return false
+	}
+	if st := c.st.Load(); st != nil {
+		st.wake()
+	}
+	return true
+}
+
+// offer queues f without waking the stream (the caller does, see fanOut).
+// It never blocks; it reports false, queueing nothing, when the queue is
+// full.
+func (c *client) offer(f *frame) bool {
 	c.qmu.Lock()
+	defer c.qmu.Unlock()
 	if len(c.queue) >= c.limit {
-		c.qmu.Unlock()
 		return false
 	}
 	c.queue = append(c.queue, f)
-	c.qmu.Unlock()
-	if n := c.notify.Load(); n != nil {
-		(*n)()
-	}
 	return true
 }
 
@@ -89,8 +98,8 @@ func (c *client) kick(reason string, retry time.Duration) bool {
 		close(c.kicked)
 		first = true
 	})
-	if n := c.notify.Load(); first && n != nil {
-		(*n)()
+	if st := c.st.Load(); first && st != nil {
+		st.wake()
 	}
 	return first
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -21,19 +22,33 @@ import (
 // HTTP/1.1 chunk (or raw bytes for HTTP/1.0), gathered with writev from the
 // pieces written since the last flush, which it does not copy (the callers
 // never modify them).
+//
+// A fan-out drain (see fanOut) flushes without waiting instead: with nb
+// set, Flush writes what the socket takes now and holds the rest, and
+// the drain hands a stream that holds bytes to a goroutine of its own,
+// whose Flush waits until they are written.
 type connSink struct {
 	conn    net.Conn
+	raw     syscall.RawConn // nil where writes cannot be tried without waiting (TLS)
 	chunked bool
 	vec     net.Buffers // [chunk header] pieces... [CRLF]; slot 0 is the header
 	size    int
-	broken  bool // a write failed: the byte stream is cut mid-chunk
+	held    net.Buffers // whole chunks, or their ends, that a flush without waiting left unwritten
+	nb      *nbWriter   // set while a fan-out drain runs the stream: Flush does not wait
+	broken  bool        // a write failed: the byte stream is cut mid-chunk
 	scratch [16]byte
 }
 
 var crlf = []byte("\r\n")
 
 func newConnSink(conn net.Conn, chunked bool) *connSink {
-	return &connSink{conn: conn, chunked: chunked, vec: make(net.Buffers, 1, 4)}
+	s := &connSink{conn: conn, chunked: chunked, vec: make(net.Buffers, 1, 4)}
+	if sc, ok := conn.(syscall.Conn); ok && writesNow {
+		if raw, err := sc.SyscallConn(); err == nil {
+			s.raw = raw
+		}
+	}
+	return s
 }
 
 func (s *connSink) Write(b []byte) (int, error) {
@@ -44,24 +59,75 @@ func (s *connSink) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// holding reports whether bytes a Flush left unwritten wait for a Flush
+// that waits.
+func (s *connSink) holding() bool { return len(s.held) > 0 }
+
 func (s *connSink) Flush() error {
-	if s.size == 0 {
+	if s.size == 0 && len(s.held) == 0 {
 		return nil
 	}
 	out := s.vec[1:]
-	if s.chunked {
+	if s.size == 0 {
+		out = out[:0]
+	} else if s.chunked {
 		hdr := strconv.AppendInt(s.scratch[:0], int64(s.size), 16)
 		s.vec[0] = append(hdr, '\r', '\n')
 		s.vec = append(s.vec, crlf) // keeps any larger array for next time
 		out = s.vec
 	}
-	_, err := out.WriteTo(s.conn) // consumes out, not s.vec
-	clear(s.vec[:cap(s.vec)])     // let the frames go
+	var err error
+	if s.nb != nil {
+		err = s.flushNow(out)
+	} else {
+		if len(s.held) > 0 {
+			out = append(s.held, out...)
+			s.held = nil
+		}
+		_, err = out.WriteTo(s.conn) // consumes out, not s.vec
+	}
+	clear(s.vec[:cap(s.vec)]) // let the frames go
 	s.vec, s.size = s.vec[:1], 0
 	if err != nil {
 		s.broken = true
 	}
 	return err
+}
+
+// flushNow writes the held bytes and then out as far as the socket takes
+// them without waiting, and holds the rest, copying the chunk header out of
+// scratch if it is part of it.
+func (s *connSink) flushNow(out net.Buffers) error {
+	pieces, hdr := out, 0
+	if len(s.held) > 0 {
+		hdr = len(s.held)
+		pieces = append(s.held, out...)
+	}
+	n, err := s.nb.write(s.raw, pieces)
+	if err != nil {
+		s.held = nil
+		return err
+	}
+	skip := 0 // whole pieces written
+	for skip < len(pieces) && n >= len(pieces[skip]) {
+		n -= len(pieces[skip])
+		skip++
+	}
+	if skip == len(pieces) {
+		clear(s.held)
+		s.held = s.held[:0]
+		return nil
+	}
+	rest := pieces[skip:]
+	rest[0] = rest[0][n:]
+	if s.chunked && len(out) > 0 && skip <= hdr {
+		i := hdr - skip
+		rest[i] = append([]byte(nil), rest[i]...) // scratch is reused by the next chunk
+	}
+	held := append(s.held[:0], rest...)
+	clear(held[len(held):cap(held)])
+	s.held = held
+	return nil
 }
 
 func (s *connSink) SetWriteDeadline(t time.Time) error { return s.conn.SetWriteDeadline(t) }
@@ -71,7 +137,7 @@ func (s *connSink) SetWriteDeadline(t time.Time) error { return s.conn.SetWriteD
 // the client sees an incomplete response rather than bytes that would
 // read as part of an event.
 func (s *connSink) end() {
-	if s.chunked && !s.broken {
+	if s.chunked && !s.broken && len(s.held) == 0 {
 		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = s.conn.Write([]byte("0\r\n\r\n"))
 	}

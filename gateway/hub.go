@@ -421,16 +421,19 @@ func (js *jobSub) publish(f *frame, m *metrics) {
 // blocks: a client whose queue is full is disconnected and will resume from
 // the stream.
 func (js *jobSub) sendLocked(f *frame, m *metrics) {
+	fo := fanOut{want: len(js.clients)}
 	for _, c := range js.clients {
 		if !c.pos().Less(f.id) {
 			continue
 		}
-		if c.push(f) {
+		if c.offer(f) {
 			c.queued = f.id
+			fo.wake(c)
 		} else if c.kick(reasonSlow, 0) {
 			m.slowDisconnects.Inc()
 		}
 	}
+	fo.run()
 }
 
 // clients returns every client registered with the hub.

@@ -10,11 +10,12 @@ import (
 
 // A stream runs an open event stream after its start without a goroutine
 // of its own at rest: thousands of streams are mostly idle, and a parked
-// goroutine costs a stack. Whatever has work for it (the hub queueing a
-// frame, a kick, the stream's timer) calls wake, which starts a drain
-// goroutine unless one is running; the drain writes all that is queued,
-// flushes once, and exits. At most one drain runs at a time, so the writer,
-// the sink and the timer are used by one goroutine at a time.
+// goroutine costs a stack. Whatever has work for it (a kick, the stream's
+// timer) calls wake, which starts a drain goroutine unless one is running;
+// the drain writes all that is queued, flushes once, and exits. The hub's
+// fan-out of an event claims the drains of the streams it queued to instead,
+// and runs them in chunks (see fanOut). At most one drain runs at a time, so
+// the writer, the sink and the timer are used by one goroutine at a time.
 //
 // One timer serves the heartbeat (sent when nothing was written for a
 // heartbeat interval) and the timeout.
@@ -31,6 +32,10 @@ type stream struct {
 	end     time.Time
 	onEnd   func(reason string) // runs once, from the drain that ends the stream
 
+	// now is the stream's sink when it can be written without waiting
+	// (drainNow); nil otherwise.
+	now *connSink
+
 	state   atomic.Int32 // streamIdle, streamRunning, streamAgain or streamDone
 	tick    atomic.Bool  // the timer fired
 	timer   *time.Timer
@@ -46,6 +51,9 @@ const (
 
 func newStream(w *writer, c *client, heartbeatEvery, timeout time.Duration, onEnd func(string)) *stream {
 	st := &stream{w: w, c: c, hbEvery: heartbeatEvery, end: time.Now().Add(timeout), onEnd: onEnd}
+	if cs, ok := w.out.(*connSink); ok && cs.raw != nil {
+		st.now = cs
+	}
 	st.state.Store(streamRunning) // start is the first drain
 	return st
 }
@@ -65,9 +73,8 @@ func (st *stream) start(ctx context.Context) {
 		st.tick.Store(true)
 		st.wake()
 	})
-	wake := st.wake
-	st.c.notify.Store(&wake)
-	// Whatever was queued or decided before notify was set is found by
+	st.c.st.Store(st)
+	// Whatever was queued or decided before st was set is found by
 	// this first drain; whatever came after has marked it to look again.
 	st.drain()
 }
@@ -78,19 +85,26 @@ func (st *stream) nextTimer(now time.Time) time.Duration {
 
 // wake makes sure a drain runs soon. It never blocks.
 func (st *stream) wake() {
+	if st.claim() {
+		go st.drain()
+	}
+}
+
+// claim makes sure a drain runs soon, and reports whether that is the
+// caller's to run: true when no drain was running. It never blocks.
+func (st *stream) claim() bool {
 	for {
 		switch st.state.Load() {
 		case streamIdle:
 			if st.state.CompareAndSwap(streamIdle, streamRunning) {
-				go st.drain()
-				return
+				return true
 			}
 		case streamRunning:
 			if st.state.CompareAndSwap(streamRunning, streamAgain) {
-				return
+				return false
 			}
 		default: // streamAgain, streamDone: nothing to add
-			return
+			return false
 		}
 	}
 }
@@ -107,6 +121,45 @@ func (st *stream) drain() {
 		}
 		st.state.Store(streamRunning) // it was streamAgain: look again
 	}
+}
+
+// drainNow is a drain claimed by a fan-out, run on the fan-out's goroutine
+// among other streams' (see fanOut): its flushes write what the socket takes
+// without waiting. A stream that is left holding bytes, or that ends
+// (ending waits: the last chunk, the hub's lock), goes on in a goroutine
+// of its own, so that one stalled client never holds up the others.
+func (st *stream) drainNow(nb *nbWriter) {
+	for {
+		st.now.nb = nb
+		reason, over := st.step()
+		st.now.nb = nil
+		if over || st.now.holding() {
+			go st.drainOn(reason, over)
+			return
+		}
+		if st.state.CompareAndSwap(streamRunning, streamIdle) {
+			return
+		}
+		st.state.Store(streamRunning) // it was streamAgain: look again
+	}
+}
+
+// drainOn goes on with a drain that drainNow began: it writes the bytes the
+// socket did not take, waiting as any drain does, then ends the stream or
+// drains on.
+func (st *stream) drainOn(reason string, over bool) {
+	if st.now.holding() {
+		if err := st.now.Flush(); err != nil && !over {
+			st.w.err = err
+			reason, over = st.w.failed(st.c, err), true
+		}
+	}
+	if over {
+		st.state.Store(streamDone)
+		st.finish(reason)
+		return
+	}
+	st.drain()
 }
 
 // step does all the work there is without waiting: the end of the stream,
