@@ -124,33 +124,25 @@ func (h *Hub) refillOnce(js *jobSub) (again bool) {
 
 	first := true
 	for have {
-		var entries []redis.XMessage
-		var err error
-		if first {
-			// The first read also checks that the oldest position is still
-			// in the history. If the outage outlasted it, the gap cannot be
-			// refilled: those clients resume through their Last-Event-ID,
-			// which tells them so (a reset event and the snapshot) instead
-			// of skipping ahead in silence.
-			var found bool
-			entries, found, err = h.hist.after(h.ctx, js.job, from)
-			if err == nil && !found {
-				h.log.Warn("history trimmed during a pub/sub outage; the job's streams resume from their Last-Event-ID", "job", js.job)
-				oldest := firstID(entries)
-				js.mu.Lock()
-				for _, c := range js.clients {
-					if c.pos().Less(oldest) { // it missed entries that are gone
-						c.kick(reasonResync, jitter(h.retry))
-					}
+		// The first read also checks that the oldest position is still in
+		// the history. If the outage outlasted it, the gap cannot be
+		// refilled: those clients resume through their Last-Event-ID, which
+		// tells them so (a reset event and the snapshot) instead of
+		// skipping ahead in silence.
+		entries, found, err := h.readGap(js, first, from)
+		if first && err == nil && !found {
+			h.log.Warn("history trimmed during a pub/sub outage; the job's streams resume from their Last-Event-ID", "job", js.job)
+			oldest := firstID(entries)
+			js.mu.Lock()
+			for _, c := range js.clients {
+				if c.pos().Less(oldest) { // it missed entries that are gone
+					c.kick(reasonResync, jitter(h.retry))
 				}
-				js.mu.Unlock()
 			}
-			first = false
-		} else {
-			entries, err = h.hist.page(h.ctx, js.job, from, replayPage)
+			js.mu.Unlock()
 		}
+		first = false
 		if err != nil {
-			h.metrics.redisErrors.WithLabelValues("resync").Inc()
 			h.log.Warn("refill after pub/sub reconnect failed; closing the job's streams so they resume", "job", js.job, "err", err)
 			js.mu.Lock()
 			for _, c := range js.clients {
@@ -208,6 +200,62 @@ func (h *Hub) refillOnce(js *jobSub) (again bool) {
 		js.gap = false // refilled, and not lost again meanwhile
 	}
 	return false
+}
+
+// A refill read that fails is made again, refillRetryFirst after the
+// failure and then twice as long each time up to refillRetryMax, until
+// refillRetryFor has passed since the first failure; only then are the
+// job's streams closed to resume. A Redis restarted with persistence
+// answers LOADING to every read while it loads its dataset, yet SUBSCRIBE
+// already works, so the subscription comes back (and the refill begins)
+// before the stream can be read; and a pooled connection to the old server
+// fails its first command. go-redis's own retries of those end within one
+// read's timeout. Both pass within a moment to seconds, and a pause is
+// cheaper than every stream of the job reconnecting at once, each to read
+// the stream on start from a Redis that may still be loading. Past a few
+// seconds, waiting costs more than the reconnect: live frames pile up in
+// pending (to maxPending), and the refill holds one of the maxRefills
+// workers that the other jobs' refills wait for.
+const (
+	refillRetryFirst = 50 * time.Millisecond
+	refillRetryMax   = time.Second
+	refillRetryFor   = 5 * time.Second
+)
+
+// readGap makes one read of a refill, again after a failure while the
+// retry budget and the hub last (see refillRetryFor). The first read is
+// history.after, which also reports whether from is still in the stream;
+// the next ones are history.page. Every failed read is counted.
+func (h *Hub) readGap(js *jobSub, first bool, from protocol.ID) (entries []redis.XMessage, found bool, err error) {
+	wait := refillRetryFirst
+	var until time.Time
+	for {
+		if first {
+			entries, found, err = h.hist.after(h.ctx, js.job, from)
+		} else {
+			entries, err = h.hist.page(h.ctx, js.job, from, replayPage)
+		}
+		if err == nil {
+			return entries, found, nil
+		}
+		h.metrics.redisErrors.WithLabelValues("resync").Inc()
+		now := time.Now()
+		if until.IsZero() {
+			until = now.Add(refillRetryFor)
+			h.log.Warn("refill read failed; reading again", "job", js.job, "err", err, "retry_for", refillRetryFor)
+		}
+		if !now.Add(wait).Before(until) {
+			return nil, false, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-h.ctx.Done():
+			t.Stop()
+			return nil, false, err
+		case <-t.C:
+		}
+		wait = min(2*wait, refillRetryMax)
+	}
 }
 
 // firstID is the ID of the first entry, or the largest ID when there is
