@@ -229,6 +229,11 @@ func TestHubRefillGivesUp(t *testing.T) {
 				if ms >= 4 && ms <= 6 {
 					t.Errorf("%s client was sent %d of the gap the refill did not read", name, ms)
 				}
+				if ms == 7 {
+					// A drain past its kicked check would write it, and the
+					// client would resume after the gap it never got.
+					t.Errorf("%s client was sent the live 7, past the gap the refill did not read", name)
+				}
 			}
 		}
 
