@@ -24,6 +24,7 @@ type client struct {
 	queue []*frame   // frames to write, oldest first; keeps its capacity between drains
 
 	kicked     chan struct{} // closed when the hub ends the stream
+	gone       atomic.Bool   // set before kicked is closed: the hub sends it nothing more
 	kickOnce   sync.Once
 	kickReason string        // set before kicked is closed
 	kickRetry  time.Duration // retry hint to send on the way out; 0 for none
@@ -95,6 +96,7 @@ func (c *client) kick(reason string, retry time.Duration) bool {
 	first := false
 	c.kickOnce.Do(func() {
 		c.kickReason, c.kickRetry = reason, retry
+		c.gone.Store(true)
 		close(c.kicked)
 		first = true
 	})

@@ -419,11 +419,14 @@ func (js *jobSub) publish(f *frame, m *metrics) {
 
 // sendLocked offers f to every client that does not have it yet. It never
 // blocks: a client whose queue is full is disconnected and will resume from
-// the stream.
+// the stream. A client that was kicked gets nothing more: it may be kicked
+// because it misses entries before f (a refill that failed, or found them
+// trimmed), and a drain that had passed its kicked check would write f,
+// so that its client resumed after entries it never got.
 func (js *jobSub) sendLocked(f *frame, m *metrics) {
 	fo := fanOut{want: len(js.clients)}
 	for _, c := range js.clients {
-		if !c.pos().Less(f.id) {
+		if c.gone.Load() || !c.pos().Less(f.id) {
 			continue
 		}
 		if c.offer(f) {

@@ -122,7 +122,7 @@ func (h *Hub) refillOnce(js *jobSub) (again bool) {
 	}
 	js.mu.Unlock()
 
-	first := true
+	first, failed := true, false
 	for have {
 		// The first read also checks that the oldest position is still in
 		// the history. If the outage outlasted it, the gap cannot be
@@ -143,6 +143,7 @@ func (h *Hub) refillOnce(js *jobSub) (again bool) {
 		}
 		first = false
 		if err != nil {
+			failed = true
 			h.log.Warn("refill after pub/sub reconnect failed; closing the job's streams so they resume", "job", js.job, "err", err)
 			js.mu.Lock()
 			for _, c := range js.clients {
@@ -196,8 +197,8 @@ func (h *Hub) refillOnce(js *jobSub) (again bool) {
 		}
 	}
 	js.pending, js.overflow, js.refilling = nil, false, false
-	if js.losses == losses {
-		js.gap = false // refilled, and not lost again meanwhile
+	if js.losses == losses && !failed {
+		js.gap = false // refilled, and not lost again meanwhile (a failed refill leaves the gap: starts read on their own)
 	}
 	return false
 }
