@@ -166,10 +166,8 @@ func (st *stream) drainOn(reason string, over bool) {
 // the timer, the queued frames. over reports that the stream has ended.
 func (st *stream) step() (reason string, over bool) {
 	w, c := st.w, st.c
-	select {
-	case <-c.kicked:
+	if c.gone.Load() {
 		return w.kicked(c), true
-	default:
 	}
 	if st.tick.Swap(false) {
 		now := time.Now()
