@@ -26,7 +26,8 @@ import (
 // A fan-out drain (see fanOut) flushes without waiting instead: with nb
 // set, Flush writes what the socket takes now and holds the rest, and
 // the drain hands a stream that holds bytes to a goroutine of its own,
-// whose Flush waits until they are written.
+// whose Flush waits until they are written. Where writes go through an
+// nbWriter (Linux, TCP), every Flush does, waiting or not.
 type connSink struct {
 	conn    net.Conn
 	raw     syscall.RawConn // nil where writes cannot be tried without waiting (TLS)
@@ -77,13 +78,14 @@ func (s *connSink) Flush() error {
 		out = s.vec
 	}
 	var err error
-	if s.nb != nil {
-		err = s.flushNow(out)
-	} else {
-		if len(s.held) > 0 {
-			out = append(s.held, out...)
-			s.held = nil
-		}
+	switch {
+	case s.nb != nil:
+		err = s.flushNow(out, s.nb, false)
+	case s.raw != nil:
+		nb := nbWriters.Get().(*nbWriter)
+		err = s.flushNow(out, nb, true)
+		nbWriters.Put(nb)
+	default:
 		_, err = out.WriteTo(s.conn) // consumes out, not s.vec
 	}
 	clear(s.vec[:cap(s.vec)]) // let the frames go
@@ -94,16 +96,16 @@ func (s *connSink) Flush() error {
 	return err
 }
 
-// flushNow writes the held bytes and then out as far as the socket takes
-// them without waiting, and holds the rest, copying the chunk header out of
-// scratch if it is part of it.
-func (s *connSink) flushNow(out net.Buffers) error {
+// flushNow writes the held bytes and then out, all of them with wait, else
+// as far as the socket takes them now; it holds the rest, copying the chunk
+// header out of scratch if it is part of it.
+func (s *connSink) flushNow(out net.Buffers, nb *nbWriter, wait bool) error {
 	pieces, hdr := out, 0
 	if len(s.held) > 0 {
 		hdr = len(s.held)
 		pieces = append(s.held, out...)
 	}
-	n, err := s.nb.write(s.raw, pieces)
+	n, err := nb.write(s.raw, pieces, wait)
 	if err != nil {
 		s.held = nil
 		return err

@@ -7,24 +7,36 @@ import (
 	"unsafe"
 )
 
-// writesNow says that connSinks can write without waiting (nbWriter).
+// writesNow says that connSinks write through an nbWriter.
 const writesNow = true
 
-// nbWriter writes a connection's pieces with writev without waiting for
-// room in the socket: one serves every stream of a fan-out drain in turn,
-// so its iovec array is not kept per stream.
+// nbWriter writes a connection's pieces with writev, either without
+// waiting for room in the socket (what a fan-out drain does) or waiting
+// until all is written (every other flush). One serves many streams in
+// turn (fan-out drains and a sync.Pool share them), so no stream keeps an
+// iovec array of its own, as net.Buffers' writes would.
 //
-// Small writes (an event or a few, the usual fan-out) are copied into buf
+// Small writes (an event or a few, the usual case) are copied into buf
 // and written as one piece: the kernel's TCP send path costs about a fifth
 // more for a chunk header, a frame and a CRLF as three pieces than for
 // the same bytes as one, and the copy is a small fraction of that.
+//
+// The attempt and the wait happen inside one RawConn.Write, which readies
+// the poller before calling attempt: room made after a failed attempt is
+// never missed.
 type nbWriter struct {
-	iov   [64]syscall.Iovec
-	cnt   int
-	n     int
+	iov  [64]syscall.Iovec
+	buf  [nbCopyMax]byte
+	one  [1][]byte
+	call func(fd uintptr) bool // nb.attempt, made once
+
+	// One write's state.
+	bufs  net.Buffers // what to write
+	i     int         // bufs[:i] are written...
+	off   int         // ...and bufs[i][:off]
+	n     int         // bytes written
 	errno syscall.Errno
-	call  func(fd uintptr) bool // nb.writev, made once
-	buf   [nbCopyMax]byte
+	wait  bool // wait for room until all is written
 }
 
 // nbCopyMax is the most bytes nbWriter copies to write them as one piece.
@@ -32,71 +44,82 @@ const nbCopyMax = 4096
 
 func newNBWriter() *nbWriter {
 	nb := &nbWriter{}
-	nb.call = nb.writev
+	nb.call = nb.attempt
 	return nb
 }
 
-func (nb *nbWriter) writev(fd uintptr) bool {
-	for {
-		r, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&nb.iov[0])), uintptr(nb.cnt))
-		if e == syscall.EINTR {
-			continue
-		}
-		nb.n, nb.errno = int(r), e
-		return true // never wait: a full socket is the caller's to handle
-	}
-}
-
-// write writes bufs as far as the socket takes them now and returns how
-// many bytes it wrote; a full socket is not an error.
-func (nb *nbWriter) write(raw syscall.RawConn, bufs net.Buffers) (int, error) {
+// write writes bufs and returns how many bytes it wrote: all of them, or
+// with wait false as many as the socket takes now (a full socket is not
+// an error).
+func (nb *nbWriter) write(raw syscall.RawConn, bufs net.Buffers, wait bool) (int, error) {
+	nb.bufs, nb.i, nb.off, nb.n, nb.errno, nb.wait = bufs, 0, 0, 0, 0, wait
 	if len(bufs) > 1 {
 		if n := nb.gather(bufs); n > 0 {
-			nb.iov[0].Base = &nb.buf[0]
-			nb.iov[0].SetLen(n)
-			nb.cnt = 1
-			return nb.once(raw)
+			nb.one[0] = nb.buf[:n]
+			nb.bufs = nb.one[:]
 		}
 	}
-	total := 0
-	for len(bufs) > 0 {
-		nb.cnt = 0
-		want, i := 0, 0
-		for ; i < len(bufs) && nb.cnt < len(nb.iov); i++ {
-			if b := bufs[i]; len(b) > 0 {
-				nb.iov[nb.cnt].Base = &b[0]
-				nb.iov[nb.cnt].SetLen(len(b))
-				nb.cnt++
+	err := raw.Write(nb.call)
+	n := nb.n
+	nb.bufs, nb.one[0] = nil, nil // let the frames go
+	switch {
+	case err != nil:
+		return n, err
+	case nb.errno != 0:
+		return n, &net.OpError{Op: "writev", Net: "tcp", Err: os.NewSyscallError("writev", nb.errno)}
+	}
+	return n, nil
+}
+
+// attempt writes as much of what is left as the socket takes. It reports
+// whether the write is over: all written, failed, or, not waiting, the
+// socket full.
+func (nb *nbWriter) attempt(fd uintptr) bool {
+	for nb.i < len(nb.bufs) {
+		cnt, want := 0, 0
+		for j, off := nb.i, nb.off; j < len(nb.bufs) && cnt < len(nb.iov); j, off = j+1, 0 {
+			if b := nb.bufs[j][off:]; len(b) > 0 {
+				nb.iov[cnt].Base = &b[0]
+				nb.iov[cnt].SetLen(len(b))
+				cnt++
 				want += len(b)
 			}
 		}
-		if nb.cnt == 0 {
+		if cnt == 0 {
 			break
 		}
-		n, err := nb.once(raw)
-		total += n
-		if err != nil || n < want {
-			return total, err // failed, or the socket is full
+		r, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&nb.iov[0])), uintptr(cnt))
+		clear(nb.iov[:cnt])
+		switch e {
+		case 0:
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return !nb.wait
+		default:
+			nb.errno = e
+			return true
 		}
-		bufs = bufs[i:]
+		nb.n += int(r)
+		nb.advance(int(r))
 	}
-	return total, nil
+	return true
 }
 
-// once makes one writev of nb.iov[:nb.cnt]; a full socket is 0 bytes
-// written and no error.
-func (nb *nbWriter) once(raw syscall.RawConn) (int, error) {
-	err := raw.Write(nb.call)
-	clear(nb.iov[:nb.cnt]) // let the frames go
-	switch {
-	case err != nil:
-		return 0, err
-	case nb.errno == syscall.EAGAIN:
-		return 0, nil
-	case nb.errno != 0:
-		return 0, &net.OpError{Op: "writev", Net: "tcp", Err: os.NewSyscallError("writev", nb.errno)}
+// advance moves past n more written bytes.
+func (nb *nbWriter) advance(n int) {
+	for n > 0 && nb.i < len(nb.bufs) {
+		left := len(nb.bufs[nb.i]) - nb.off
+		if n < left {
+			nb.off += n
+			return
+		}
+		n -= left
+		nb.i, nb.off = nb.i+1, 0
 	}
-	return nb.n, nil
+	for nb.i < len(nb.bufs) && len(nb.bufs[nb.i]) == nb.off {
+		nb.i, nb.off = nb.i+1, 0 // empty pieces
+	}
 }
 
 // gather copies bufs into nb.buf and returns their length, or 0 when they
