@@ -135,6 +135,11 @@ type Config struct {
 	// RedisTimeout bounds each Redis call: a request's reads, the pub/sub
 	// commands and the background health check. Default 3s.
 	RedisTimeout time.Duration
+	// MemoryRelease is how often the gateway checks for free heap that a
+	// burst of connects left behind, and returns it to the OS when there
+	// is much more of it than live heap (see memrelease.go). Default 10s;
+	// negative: never.
+	MemoryRelease time.Duration
 
 	// NoAccessLog turns off the access log: one info line per request
 	// (method, path without the query, status, duration, bytes, remote
@@ -167,6 +172,7 @@ const (
 	DefaultJoinTimeout          = 5 * time.Second
 	DefaultCanaryInterval       = 2 * time.Second
 	DefaultRedisTimeout         = 3 * time.Second
+	DefaultMemoryRelease        = 10 * time.Second
 	DefaultPublishMaxBytes      = 1<<20 + 16<<10
 	DefaultIdempotencyWindow    = time.Hour
 )
@@ -194,6 +200,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.JoinTimeout, DefaultJoinTimeout)
 	setDefault(&c.CanaryInterval, DefaultCanaryInterval)
 	setDefault(&c.RedisTimeout, DefaultRedisTimeout)
+	setDefault(&c.MemoryRelease, DefaultMemoryRelease)
 	setDefault(&c.PublishMaxBytes, DefaultPublishMaxBytes)
 	setDefault(&c.IdempotencyWindow, DefaultIdempotencyWindow)
 	if c.CORSOrigins == nil {

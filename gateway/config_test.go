@@ -38,6 +38,7 @@ func TestConfigWithDefaults(t *testing.T) {
 		JoinTimeout:          5 * time.Second,
 		CanaryInterval:       2 * time.Second,
 		RedisTimeout:         3 * time.Second,
+		MemoryRelease:        10 * time.Second,
 		PublishMaxBytes:      1<<20 + 16<<10,
 		IdempotencyWindow:    time.Hour,
 		Logger:               got.Logger, // checked below
@@ -77,6 +78,7 @@ func TestConfigWithDefaults(t *testing.T) {
 		{"JoinTimeout", got.JoinTimeout, DefaultJoinTimeout},
 		{"CanaryInterval", got.CanaryInterval, DefaultCanaryInterval},
 		{"RedisTimeout", got.RedisTimeout, DefaultRedisTimeout},
+		{"MemoryRelease", got.MemoryRelease, DefaultMemoryRelease},
 	}
 	for _, c := range consts {
 		if c.got != c.want {
@@ -110,6 +112,7 @@ func TestConfigWithDefaultsKeepsSetFields(t *testing.T) {
 		JoinTimeout:          time.Second,
 		CanaryInterval:       time.Second,
 		RedisTimeout:         time.Second,
+		MemoryRelease:        -time.Second,
 		PublishMaxBytes:      100,
 		IdempotencyWindow:    time.Minute,
 		Logger:               logger,

@@ -41,6 +41,7 @@ type metrics struct {
 	invalidEvents   *prometheus.CounterVec
 	liveMismatches  *prometheus.CounterVec
 	startReads      *prometheus.CounterVec
+	memoryReleases  prometheus.Counter
 }
 
 // Answers to stream requests: the label of ssegate_stream_requests_total.
@@ -99,6 +100,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		liveMismatches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ssegate_live_mismatches_total", Help: "Live messages dropped because their ID cannot be in the job's stream (the stream is re-read), by kind.",
 		}, []string{"kind"}),
+		memoryReleases: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ssegate_memory_releases_total",
+			Help: "Times the free heap a burst of connects left was returned to the OS at once (see --memory-release-interval).",
+		}),
 		startReads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ssegate_stream_start_reads_total",
 			Help: "Starts of running jobs' streams by how their state and history were read: issued (a read sent to Redis) or shared (another stream's read).",
@@ -134,7 +139,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.requests.WithLabelValues(a)
 	}
 	reg.MustRegister(m.connections, m.opened, m.closed, m.subscribedJobs, sent, m.eventsReplayed,
-		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics, m.watcherFailures, m.invalidEvents, m.liveMismatches, m.startReads)
+		m.slowDisconnects, m.latency, m.redisErrors, m.redisReconnects, m.refusals, m.requests, m.panics, m.watcherFailures, m.invalidEvents, m.liveMismatches, m.startReads, m.memoryReleases)
 	return m
 }
 

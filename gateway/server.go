@@ -253,9 +253,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		defer close(hubDone)
 		s.hub.run(hubCtx)
 	}()
+	relDone := make(chan struct{})
+	go func() {
+		defer close(relDone)
+		if s.cfg.MemoryRelease > 0 {
+			newMemReleaser(s.cfg.MemoryRelease, s.metrics).run(hubCtx)
+		}
+	}()
 	defer func() {
 		stopHub()
 		<-hubDone
+		<-relDone
 	}()
 
 	hs := &http.Server{

@@ -91,6 +91,7 @@ var envTwins = map[string]string{
 	"linger":                   "SSEGATE_LINGER",
 	"canary-interval":          "SSEGATE_CANARY_INTERVAL",
 	"redis-timeout":            "SSEGATE_REDIS_TIMEOUT",
+	"memory-release-interval":  "SSEGATE_MEMORY_RELEASE_INTERVAL",
 	"log-level":                "SSEGATE_LOG_LEVEL",
 	"log-format":               "SSEGATE_LOG_FORMAT",
 	"access-log":               "SSEGATE_ACCESS_LOG",
@@ -140,6 +141,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", gateway.DefaultJoinTimeout, "how long a new stream waits for its job's subscription")
 	fs.DurationVar(&cfg.CanaryInterval, "canary-interval", gateway.DefaultCanaryInterval, "interval of the pub/sub delivery canary")
 	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", gateway.DefaultRedisTimeout, "bound of each Redis call: dial, read, write, pool wait and the request's context")
+	fs.DurationVar(&cfg.MemoryRelease, "memory-release-interval", gateway.DefaultMemoryRelease, "how often to check for free heap a burst of connects left, returned to the OS when it is well over the live heap; negative: never")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "subscriber tokens: comma-separated HS256 secrets of 32+ bytes (two during a rotation); set it in the environment, not on the command line")
 	fs.StringVar(&o.jwtPublicKey, "jwt-public-key", "", "subscriber tokens: PEM file of RS256 (RSA) and ES256 (P-256) public keys (several during a rotation)")
 	fs.StringVar(&o.publisherSecret, "publisher-jwt-secret", "", "publisher tokens for POST /api/reports/{jobId}/events: HS256 secrets as --jwt-secret; unset with --publisher-jwt-public-key: no HTTP publishing")
