@@ -184,10 +184,15 @@ func measureIdleStreams(n int) float64 {
 	js := &jobSub{job: "bench"}
 	streams := make([]*stream, 0, n)
 	for range n {
-		c := newClient(DefaultClientBuffer, false)
+		// As an admission holds them: one block (streamMem).
+		mem := new(streamMem)
+		c := &mem.cl
+		c.init(DefaultClientBuffer, false)
 		js.clients = append(js.clients, c)
-		w := &writer{out: newConnSink(nil, true), writeTimeout: time.Minute, metrics: m}
-		st := newStream(w, c, time.Hour, time.Hour, func(string) {})
+		mem.sink.init(nil, true)
+		w := &mem.w
+		w.out, w.writeTimeout, w.metrics = &mem.sink, time.Minute, m
+		st := mem.st.init(w, c, time.Hour, time.Hour, func(string) {})
 		st.start(context.Background())
 		streams = append(streams, st)
 	}

@@ -41,7 +41,14 @@ type client struct {
 }
 
 func newClient(buffer int, includeReport bool) *client {
-	return &client{limit: buffer, includeReport: includeReport, kicked: make(chan struct{})}
+	c := new(client)
+	c.init(buffer, includeReport)
+	return c
+}
+
+// init sets up a zero client in place (see streamMem).
+func (c *client) init(buffer int, includeReport bool) {
+	c.limit, c.includeReport, c.kicked = buffer, includeReport, make(chan struct{})
 }
 
 // push queues f and wakes the stream. It never blocks; it reports false,

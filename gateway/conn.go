@@ -38,18 +38,26 @@ type connSink struct {
 	nb      *nbWriter   // set while a fan-out drain runs the stream: Flush does not wait
 	broken  bool        // a write failed: the byte stream is cut mid-chunk
 	scratch [16]byte
+	vecArr  [4][]byte // vec's first array
 }
 
 var crlf = []byte("\r\n")
 
 func newConnSink(conn net.Conn, chunked bool) *connSink {
-	s := &connSink{conn: conn, chunked: chunked, vec: make(net.Buffers, 1, 4)}
+	s := new(connSink)
+	s.init(conn, chunked)
+	return s
+}
+
+// init sets up a zero connSink in place (see streamMem).
+func (s *connSink) init(conn net.Conn, chunked bool) {
+	s.conn, s.chunked = conn, chunked
+	s.vec = s.vecArr[:1]
 	if sc, ok := conn.(syscall.Conn); ok && writesNow {
 		if raw, err := sc.SyscallConn(); err == nil {
 			s.raw = raw
 		}
 	}
-	return s
 }
 
 func (s *connSink) Write(b []byte) (int, error) {
@@ -147,9 +155,10 @@ func (s *connSink) end() {
 }
 
 // takeOver hijacks an HTTP/1.x response whose status and headers are set in
-// h, writes the response head and returns the connection's sink, or nil when
-// the connection cannot be taken over (HTTP/2).
-func takeOver(w http.ResponseWriter, r *http.Request, h http.Header, status int) (*connSink, error) {
+// h, writes the response head and returns the connection's sink (sink, set
+// up, or a new one if sink is nil), or nil when the connection cannot be
+// taken over (HTTP/2).
+func takeOver(w http.ResponseWriter, r *http.Request, h http.Header, status int, sink *connSink) (*connSink, error) {
 	if r.ProtoMajor != 1 {
 		return nil, nil
 	}
@@ -157,7 +166,10 @@ func takeOver(w http.ResponseWriter, r *http.Request, h http.Header, status int)
 	if err != nil {
 		return nil, nil // not supported here: stay with net/http
 	}
-	sink := newConnSink(conn, r.ProtoMinor >= 1)
+	if sink == nil {
+		sink = new(connSink)
+	}
+	sink.init(conn, r.ProtoMinor >= 1)
 	head := make([]byte, 0, 512)
 	head = fmt.Appendf(head, "HTTP/1.%d %d %s\r\n", r.ProtoMinor, status, http.StatusText(status))
 	for k, vs := range h {

@@ -50,7 +50,12 @@ const (
 )
 
 func newStream(w *writer, c *client, heartbeatEvery, timeout time.Duration, onEnd func(string)) *stream {
-	st := &stream{w: w, c: c, hbEvery: heartbeatEvery, end: time.Now().Add(timeout), onEnd: onEnd}
+	return new(stream).init(w, c, heartbeatEvery, timeout, onEnd)
+}
+
+// init sets up a zero stream in place (see streamMem) and returns it.
+func (st *stream) init(w *writer, c *client, heartbeatEvery, timeout time.Duration, onEnd func(string)) *stream {
+	st.w, st.c, st.hbEvery, st.end, st.onEnd = w, c, heartbeatEvery, time.Now().Add(timeout), onEnd
 	if cs, ok := w.out.(*connSink); ok && cs.raw != nil {
 		st.now = cs
 	}
