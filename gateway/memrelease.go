@@ -15,36 +15,47 @@ import (
 // the live heap). Measured: 10,000 idle streams held 13.5 KiB of RSS each
 // 100 s after connecting, with 3.1 KiB live (docs/benchmarks.md).
 //
-// releaseMemory checks every interval and, when the free heap not yet
-// returned is both large and well over the live heap (which the steady
-// state of GOGC's goal never reaches: between collections the heap grows
-// to about twice the live heap, no more), collects and returns it at once
-// (debug.FreeOSMemory). A check costs a read of two runtime metrics; a
-// release costs one collection, after a burst only.
+// A memReleaser checks every interval and, when the heap that is free or
+// garbage is both large and well over the live heap (which the steady
+// state of GOGC's goal does not reach: between collections the heap grows
+// to about twice the live heap, and the scavenger keeps about a tenth more),
+// collects and returns it at once (debug.FreeOSMemory). A check costs a
+// read of three runtime metrics; a release costs one collection, after a
+// burst only, and at most one per interval.
 
 // releaseMin is the least free heap worth returning.
 const releaseMin = 16 << 20
 
-// worthReleasing reports whether free bytes of heap, not in use and not
-// returned, are worth returning now, with live bytes of live heap.
+// worthReleasing reports whether free bytes of heap (free but not returned,
+// or garbage) are worth returning now, with live bytes of live heap.
 func worthReleasing(free, live uint64) bool {
 	return free >= releaseMin && free > live+live/2
 }
 
-// heapFree reads the free heap not returned to the OS and the live heap
-// as of the last collection.
+// heapFree reads the heap that a collection and a release would return:
+// free heap not returned to the OS, and garbage not collected yet (an idle
+// process may not collect for two minutes); and the live heap as of the
+// last collection.
 func heapFree() (free, live uint64) {
-	s := []rtmetrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	s := []rtmetrics.Sample{
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+	}
 	rtmetrics.Read(s)
 	for i := range s {
 		if s[i].Value.Kind() != rtmetrics.KindUint64 {
 			return 0, 0
 		}
 	}
-	return s[0].Value.Uint64(), s[1].Value.Uint64()
+	free, objects, live := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
+	if objects > live {
+		free += objects - live
+	}
+	return free, live
 }
 
-// memReleaser runs releaseMemory's checks; read and release are the
+// memReleaser runs the checks; read and release are the
 // runtime's (heapFree, debug.FreeOSMemory) or fakes in tests.
 type memReleaser struct {
 	every    time.Duration
