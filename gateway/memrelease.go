@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"runtime"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"time"
@@ -20,8 +21,9 @@ import (
 // state of GOGC's goal does not reach: between collections the heap grows
 // to about twice the live heap, and the scavenger keeps about a tenth more),
 // collects and returns it at once (debug.FreeOSMemory). A check costs a
-// read of three runtime metrics; a release costs one collection, after a
-// burst only, and at most one per interval.
+// read of four runtime metrics; when no collection ran for a whole interval
+// and much is garbage, it collects first, to learn what is live. A release
+// costs one collection, after a burst only, at most one per interval.
 
 // releaseMin is the least free heap worth returning.
 const releaseMin = 16 << 20
@@ -32,54 +34,78 @@ func worthReleasing(free, live uint64) bool {
 	return free >= releaseMin && free > live+live/2
 }
 
-// heapFree reads the heap that a collection and a release would return:
-// free heap not returned to the OS, and garbage not collected yet (an idle
-// process may not collect for two minutes); and the live heap as of the
-// last collection.
-func heapFree() (free, live uint64) {
+// heapSample is what the releaser reads of the runtime.
+type heapSample struct {
+	free    uint64 // free heap not returned to the OS
+	objects uint64 // heap objects: live, and garbage not collected yet
+	live    uint64 // live heap as of the last collection
+	cycles  uint64 // collections so far
+}
+
+// garbage is the heap a collection would free, as far as the last one
+// tells: while the gateway is idle it may not collect for two minutes, and
+// the live figure of a collection made during a burst counts that burst's
+// requests as live.
+func (h heapSample) garbage() uint64 {
+	if h.objects > h.live {
+		return h.objects - h.live
+	}
+	return 0
+}
+
+func readHeap() heapSample {
 	s := []rtmetrics.Sample{
 		{Name: "/memory/classes/heap/free:bytes"},
 		{Name: "/memory/classes/heap/objects:bytes"},
 		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/cycles/total:gc-cycles"},
 	}
 	rtmetrics.Read(s)
 	for i := range s {
 		if s[i].Value.Kind() != rtmetrics.KindUint64 {
-			return 0, 0
+			return heapSample{}
 		}
 	}
-	free, objects, live := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
-	if objects > live {
-		free += objects - live
-	}
-	return free, live
+	return heapSample{s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64(), s[3].Value.Uint64()}
 }
 
-// memReleaser runs the checks; read and release are the
-// runtime's (heapFree, debug.FreeOSMemory) or fakes in tests.
+// memReleaser runs the checks; read, collect and release are the
+// runtime's (readHeap, runtime.GC, debug.FreeOSMemory) or fakes in tests.
 type memReleaser struct {
 	every    time.Duration
-	read     func() (free, live uint64)
+	read     func() heapSample
+	collect  func()
 	release  func()
 	released func() // counts a release
 }
 
 func newMemReleaser(every time.Duration, m *metrics) *memReleaser {
-	return &memReleaser{every: every, read: heapFree, release: debug.FreeOSMemory, released: m.memoryReleases.Inc}
+	return &memReleaser{every: every, read: readHeap, collect: runtime.GC, release: debug.FreeOSMemory, released: m.memoryReleases.Inc}
 }
 
 // run checks every r.every until ctx ends.
 func (r *memReleaser) run(ctx context.Context) {
 	t := time.NewTicker(r.every)
 	defer t.Stop()
+	var last uint64 // collections at the last check
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if free, live := r.read(); worthReleasing(free, live) {
+			h := r.read()
+			if h.cycles == last && h.garbage() >= releaseMin {
+				// No collection for a whole interval, with much to
+				// collect: learn what is live (an idle process's
+				// collections are otherwise minutes apart).
+				r.collect()
+				h = r.read()
+			}
+			last = h.cycles
+			if worthReleasing(h.free+h.garbage(), h.live) {
 				r.release()
 				r.released()
+				last = r.read().cycles
 			}
 		}
 	}
