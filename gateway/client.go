@@ -15,7 +15,7 @@ import (
 // Concurrency: push, offer, take, reuse and kick are safe for concurrent use (the
 // hub pushes and kicks, the stream's drain takes). The position fields are
 // guarded by the mutex of the client's jobSub. kickReason and kickRetry are
-// written once, before kicked is closed, and read only after it is.
+// written once, before gone is set, and read only after it is.
 type client struct {
 	includeReport bool
 	limit         int // most frames queued before the client is cut as slow
@@ -23,10 +23,9 @@ type client struct {
 	qmu   sync.Mutex // guards queue
 	queue []*frame   // frames to write, oldest first; keeps its capacity between drains
 
-	kicked     chan struct{} // closed when the hub ends the stream
-	gone       atomic.Bool   // set before kicked is closed: the hub sends it nothing more
+	gone       atomic.Bool // set when the hub ends the stream: it is sent nothing more
 	kickOnce   sync.Once
-	kickReason string        // set before kicked is closed
+	kickReason string        // set before gone
 	kickRetry  time.Duration // retry hint to send on the way out; 0 for none
 	// st, once set, is the stream that writes the queue: it is woken after
 	// a frame is queued or the client is kicked (see stream).
@@ -48,7 +47,7 @@ func newClient(buffer int, includeReport bool) *client {
 
 // init sets up a zero client in place (see streamMem).
 func (c *client) init(buffer int, includeReport bool) {
-	c.limit, c.includeReport, c.kicked = buffer, includeReport, make(chan struct{})
+	c.limit, c.includeReport = buffer, includeReport
 }
 
 // push queues f and wakes the stream. It never blocks; it reports false,
@@ -104,7 +103,6 @@ func (c *client) kick(reason string, retry time.Duration) bool {
 	c.kickOnce.Do(func() {
 		c.kickReason, c.kickRetry = reason, retry
 		c.gone.Store(true)
-		close(c.kicked)
 		first = true
 	})
 	if st := c.st.Load(); first && st != nil {

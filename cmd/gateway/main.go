@@ -324,6 +324,14 @@ func newLogger(level, format string, out io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
 }
 
+// The Redis client's buffers per pooled connection (see
+// redisurl.SetBufferSizes): a replay page of 100 events is about 30 KiB,
+// read through them in a few reads.
+const (
+	redisBuffer         = 16 << 10
+	redisPipelineBuffer = 32 << 10
+)
+
 // newRedis connects to the configured Redis, or starts the embedded one.
 // Every call of the client is bounded by timeout (--redis-timeout): it
 // dials, writes, reads and waits for a pooled connection for at most that
@@ -342,6 +350,7 @@ func newRedis(o options, timeout time.Duration, log *slog.Logger) (redis.Univers
 			"addr", m.Addr(), "publish_with", "ssepub --redis-url redis://"+m.Addr()+"/0 JOB ...")
 		c := &redisurl.Config{Kind: redisurl.Single, Single: &redis.Options{Addr: m.Addr()}}
 		c.SetTimeouts(timeout)
+		c.SetBufferSizes(redisBuffer, redisPipelineBuffer)
 		rdb := c.NewClient()
 		return rdb, func() { _ = rdb.Close(); m.Close() }, nil
 	}
@@ -350,6 +359,7 @@ func newRedis(o options, timeout time.Duration, log *slog.Logger) (redis.Univers
 		return nil, nil, fmt.Errorf("--redis-url: %w", err)
 	}
 	c.SetTimeouts(timeout)
+	c.SetBufferSizes(redisBuffer, redisPipelineBuffer)
 	rdb := c.NewClient()
 	log.Info("redis", "kind", c.Kind.String(), "url", redisurl.Redact(o.redisURL))
 	return rdb, func() { _ = rdb.Close() }, nil

@@ -167,6 +167,37 @@ func (c *Config) SetTimeouts(d time.Duration) {
 	}
 }
 
+// SetBufferSizes sets the read and write buffer of each pooled connection
+// to size, and of each pipeline connection to pipeline, unless the URL set
+// them (go-redis reads pipeline_read_buffer_size= and
+// pipeline_write_buffer_size=). go-redis's defaults (32 KiB, and 128 KiB for pipelines) suit large
+// values; a gateway's replies are events of a few hundred bytes, and the
+// defaults made its pools' buffers most of an idle gateway's fixed memory.
+func (c *Config) SetBufferSizes(size, pipeline int) {
+	var read, write, pread, pwrite *int
+	switch {
+	case c.Single != nil:
+		o := c.Single
+		read, write, pread, pwrite = &o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize
+	case c.Cluster != nil:
+		o := c.Cluster
+		read, write, pread, pwrite = &o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize
+	case c.Failover != nil:
+		o := c.Failover
+		read, write, pread, pwrite = &o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize
+	default:
+		return
+	}
+	for _, f := range []struct {
+		p *int
+		n int
+	}{{read, size}, {write, size}, {pread, pipeline}, {pwrite, pipeline}} {
+		if *f.p == 0 {
+			*f.p = f.n
+		}
+	}
+}
+
 // NewClient returns the client the URL calls for: a *redis.Client, a
 // *redis.ClusterClient, or a failover *redis.Client.
 func (c *Config) NewClient() redis.UniversalClient {

@@ -108,6 +108,29 @@ func TestSetTimeouts(t *testing.T) {
 	}
 }
 
+func TestSetBufferSizes(t *testing.T) {
+	t.Parallel()
+	for _, raw := range []string{"redis://h:1?pipeline_read_buffer_size=65536", "redis+cluster://h:1?pipeline_read_buffer_size=65536", "redis+sentinel://h:1?master=m&pipeline_read_buffer_size=65536"} {
+		c := parse(t, raw)
+		c.SetBufferSizes(16<<10, 32<<10)
+		var read, write, pread, pwrite int
+		switch {
+		case c.Single != nil:
+			o := c.Single
+			read, write, pread, pwrite = o.ReadBufferSize, o.WriteBufferSize, o.PipelineReadBufferSize, o.PipelineWriteBufferSize
+		case c.Cluster != nil:
+			o := c.Cluster
+			read, write, pread, pwrite = o.ReadBufferSize, o.WriteBufferSize, o.PipelineReadBufferSize, o.PipelineWriteBufferSize
+		default:
+			o := c.Failover
+			read, write, pread, pwrite = o.ReadBufferSize, o.WriteBufferSize, o.PipelineReadBufferSize, o.PipelineWriteBufferSize
+		}
+		if read != 16<<10 || write != 16<<10 || pwrite != 32<<10 || pread != 64<<10 {
+			t.Errorf("%s: read %d write %d pipeline read %d (the URL's) pipeline write %d", raw, read, write, pread, pwrite)
+		}
+	}
+}
+
 func TestRedact(t *testing.T) {
 	t.Parallel()
 	got := redisurl.Redact("redis+sentinel://u:secret1@h:1?master=m&sentinel_password=secret2&password=secret3")
