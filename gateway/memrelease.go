@@ -22,7 +22,8 @@ import (
 // to about twice the live heap, and the scavenger keeps about a tenth more),
 // collects and returns it at once (debug.FreeOSMemory). A check costs a
 // read of four runtime metrics; when no collection ran for a whole interval
-// and much is garbage, it collects first, to learn what is live. A release
+// and the heap grew by 16 MiB since it last judged, it collects first, to
+// learn what is live. A release
 // costs one collection, after a burst only, at most one per interval.
 
 // releaseMin is the least free heap worth returning.
@@ -87,26 +88,32 @@ func newMemReleaser(every time.Duration, m *metrics) *memReleaser {
 func (r *memReleaser) run(ctx context.Context) {
 	t := time.NewTicker(r.every)
 	defer t.Stop()
-	var last uint64 // collections at the last check
+	var last uint64   // collections at the last check
+	var judged uint64 // the heap (free and objects) when last judged after a collection
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			h := r.read()
-			if h.cycles == last && h.garbage() >= releaseMin {
-				// No collection for a whole interval, with much to
-				// collect: learn what is live (an idle process's
-				// collections are otherwise minutes apart).
+			if h.cycles == last && h.free+h.objects >= judged+releaseMin {
+				// No collection for a whole interval, and the heap grew
+				// since the last judgement: learn what is live (an idle
+				// process's collections are minutes apart, and one during
+				// a burst counts its requests live). Once per growth: an
+				// idle heap that is not worth releasing is not collected
+				// again and again.
 				r.collect()
 				h = r.read()
+				judged = h.free + h.objects
 			}
-			last = h.cycles
 			if worthReleasing(h.free+h.garbage(), h.live) {
 				r.release()
 				r.released()
-				last = r.read().cycles
+				h = r.read()
+				judged = h.free + h.objects
 			}
+			last = h.cycles
 		}
 	}
 }

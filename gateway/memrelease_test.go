@@ -119,6 +119,14 @@ func TestMemReleaserChecksEachInterval(t *testing.T) {
 		}
 		expect("under load", 1, 2)
 
+		// Idle again, with free heap the scavenger keeps that is not worth
+		// releasing: collected once to judge it, then left alone.
+		step(10*time.Second, func() { h.objects, h.free = h.live, 30<<20 })
+		for range 5 {
+			step(10*time.Second, nil)
+		}
+		expect("idle, 30 MiB free, 25 MiB live", 2, 2)
+
 		cancel()
 		synctest.Wait()
 		select {
