@@ -44,6 +44,18 @@ func tcpPair(t *testing.T, small bool) (server *net.TCPConn, client *net.TCPConn
 	return server, client
 }
 
+// tcpSink is tcpPair's server end as a chunked connSink that writes through
+// an nbWriter, and its client end; it skips the test where there is none.
+func tcpSink(t *testing.T, small bool) (*connSink, *net.TCPConn) {
+	t.Helper()
+	server, client := tcpPair(t, small)
+	cs := newConnSink(server, true)
+	if cs.raw == nil {
+		t.Skip("no writes without waiting on this system")
+	}
+	return cs, client
+}
+
 // chunkedBody reads a chunked HTTP body from r until its last chunk.
 func chunkedBody(t *testing.T, r io.Reader) string {
 	t.Helper()
@@ -59,11 +71,7 @@ func chunkedBody(t *testing.T, r io.Reader) string {
 // order and framed as it would have been.
 func TestConnSinkFlushNowHoldsWhatTheSocketRefuses(t *testing.T) {
 	t.Parallel()
-	server, client := tcpPair(t, true)
-	cs := newConnSink(server, true)
-	if cs.raw == nil {
-		t.Skip("no writes without waiting on this system")
-	}
+	cs, client := tcpSink(t, true)
 	nb := newNBWriter()
 	var want strings.Builder
 	piece := func(i int) []byte {
@@ -105,7 +113,7 @@ func TestConnSinkFlushNowHoldsWhatTheSocketRefuses(t *testing.T) {
 		body := bufio.NewReader(client)
 		got <- chunkedBody(t, body)
 	}()
-	_ = server.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_ = cs.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := cs.Flush(); err != nil {
 		t.Fatalf("flush that waits: %v", err)
 	}
@@ -127,11 +135,7 @@ func TestConnSinkFlushNowHoldsWhatTheSocketRefuses(t *testing.T) {
 // not wait, and holds nothing.
 func TestConnSinkFlushNowError(t *testing.T) {
 	t.Parallel()
-	server, client := tcpPair(t, false)
-	cs := newConnSink(server, true)
-	if cs.raw == nil {
-		t.Skip("no writes without waiting on this system")
-	}
+	cs, client := tcpSink(t, false)
 	_ = client.SetLinger(0)
 	client.Close() // a reset: the next writes fail
 	cs.nb = newNBWriter()
@@ -160,11 +164,7 @@ type fanStream struct {
 
 func newFanStream(t *testing.T, m *metrics, small bool) *fanStream {
 	t.Helper()
-	server, conn := tcpPair(t, small)
-	cs := newConnSink(server, true)
-	if cs.raw == nil {
-		t.Skip("no writes without waiting on this system")
-	}
+	cs, conn := tcpSink(t, small)
 	fs := &fanStream{c: newClient(1000, false), client: conn, ended: make(chan string, 1)}
 	w := &writer{out: cs, writeTimeout: time.Minute, metrics: m}
 	st := newStream(w, fs.c, time.Hour, time.Hour, func(reason string) { cs.end(); fs.ended <- reason })

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -28,10 +29,18 @@ type hubEnv struct {
 // newTestHub runs a hub until the test ends. Call it inside the bubble.
 func newTestHub(t *testing.T, cfg Config, manual bool) *hubEnv {
 	t.Helper()
-	cfg = cfg.withDefaults()
 	hist := newMemHistory()
-	h := newHub(cfg, hist, &encoder{}, newMetrics(prometheus.NewRegistry()))
-	b := newMemBroker(h.events())
+	h, b, _ := runTestHub(t, cfg, hist, manual)
+	return &hubEnv{h: h, b: b, hist: hist}
+}
+
+// runTestHub runs a hub on hist and an in-memory broker until stop (which
+// ends its context and waits for run to return) or the end of the test.
+// Call it inside the bubble.
+func runTestHub(t *testing.T, cfg Config, hist history, manual bool) (h *Hub, b *memBroker, stop func()) {
+	t.Helper()
+	h = newHub(cfg.withDefaults(), hist, &encoder{}, newMetrics(prometheus.NewRegistry()))
+	b = newMemBroker(h.events())
 	b.manual = manual
 	h.broker = b
 	ctx, cancel := context.WithCancel(context.Background())
@@ -40,11 +49,12 @@ func newTestHub(t *testing.T, cfg Config, manual bool) *hubEnv {
 		defer close(done)
 		h.run(ctx)
 	}()
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		<-done
 	})
-	return &hubEnv{h: h, b: b, hist: hist}
+	t.Cleanup(stop)
+	return h, b, stop
 }
 
 func progressData(job string, step int) string {

@@ -9,7 +9,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
@@ -87,22 +86,8 @@ type retryEnv struct {
 // test. Call it inside the bubble.
 func newRetryEnv(t *testing.T) *retryEnv {
 	t.Helper()
-	cfg := Config{}.withDefaults()
 	fh := &failingHistory{memHistory: newMemHistory()}
-	h := newHub(cfg, fh, &encoder{}, newMetrics(prometheus.NewRegistry()))
-	b := newMemBroker(h.events())
-	h.broker = b
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.run(ctx)
-	}()
-	stop := sync.OnceFunc(func() {
-		cancel()
-		<-done
-	})
-	t.Cleanup(stop)
+	h, b, stop := runTestHub(t, Config{}, fh, false)
 	return &retryEnv{hubEnv: &hubEnv{h: h, b: b, hist: fh.memHistory}, fh: fh, stop: stop}
 }
 

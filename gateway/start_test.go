@@ -10,7 +10,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ssegate/ssegate/pkg/event"
@@ -59,21 +58,8 @@ type startEnv struct {
 // inside the bubble.
 func newStartEnv(t *testing.T) *startEnv {
 	t.Helper()
-	cfg := Config{}.withDefaults()
 	fh := &faultHistory{memHistory: newMemHistory()}
-	h := newHub(cfg, fh, &encoder{}, newMetrics(prometheus.NewRegistry()))
-	b := newMemBroker(h.events())
-	h.broker = b
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	h, b, _ := runTestHub(t, Config{}, fh, false)
 	return &startEnv{hubEnv: &hubEnv{h: h, b: b, hist: fh.memHistory}, fh: fh}
 }
 
