@@ -101,7 +101,7 @@ TSBIN := $(CURDIR)/typescript/build/bin
 .PHONY: ts
 ts:
 	$(GO) build -o $(TSBIN)/ ./cmd/gateway ./cmd/ssepub
-	cd typescript && npm ci --no-audit --no-fund && npm run build && npm run check && \
+	cd typescript && npm ci --no-audit --no-fund && npm run check && npm run build && \
 		SSEGATE_GATEWAY_BIN=$(TSBIN)/gateway SSEGATE_SSEPUB_BIN=$(TSBIN)/ssepub npm test
 
 clean:
