@@ -182,6 +182,7 @@ func measureIdleStreams(n int) float64 {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	js := &jobSub{job: "bench"}
+	var clock beatClock
 	streams := make([]*stream, 0, n)
 	for range n {
 		// As an admission holds them: one block (streamMem).
@@ -192,7 +193,7 @@ func measureIdleStreams(n int) float64 {
 		mem.sink.init(nil, true)
 		w := &mem.w
 		w.out, w.writeTimeout, w.metrics = &mem.sink, time.Minute, m
-		st := mem.st.init(w, c, time.Hour, time.Hour, func(string) {})
+		st := mem.st.init(w, c, &clock, time.Hour, time.Hour, func(string) {})
 		st.start(context.Background())
 		streams = append(streams, st)
 	}
@@ -204,7 +205,7 @@ func measureIdleStreams(n int) float64 {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	for _, st := range streams {
-		st.timer.Stop()
+		clock.remove(st)
 	}
 	runtime.KeepAlive(streams)
 	runtime.KeepAlive(js)

@@ -16,15 +16,20 @@ import (
 // hub pushes and kicks, the stream's drain takes). The position fields are
 // guarded by the mutex of the client's jobSub. kickReason and kickRetry are
 // written once, before gone is set, and read only after it is.
+//
+// The fields are ordered so that the small ones share words: a client is
+// part of every stream's block (streamMem).
 type client struct {
-	includeReport bool
-	limit         int // most frames queued before the client is cut as slow
+	limit int // most frames queued before the client is cut as slow
 
 	qmu   sync.Mutex // guards queue
 	queue []*frame   // frames to write, oldest first; keeps its capacity between drains
 
-	gone       atomic.Bool // set when the hub ends the stream: it is sent nothing more
-	kickOnce   sync.Once
+	kickOnce      sync.Once
+	gone          atomic.Bool // set when the hub ends the stream: it is sent nothing more
+	includeReport bool
+	known         bool // the handler has reported where the stream stands; guarded by the jobSub's mu
+
 	kickReason string        // set before gone
 	kickRetry  time.Duration // retry hint to send on the way out; 0 for none
 	// st, once set, is the stream that writes the queue: it is woken after
@@ -34,7 +39,6 @@ type client struct {
 	// Guarded by the jobSub's mu.
 	idx    int         // in jobSub.clients
 	seq    uint64      // its place among the job's joins (jobSub.seq)
-	known  bool        // the handler has reported where the stream stands
 	base   protocol.ID // where the snapshot or replay left the stream
 	queued protocol.ID // newest frame put in the queue
 }

@@ -23,9 +23,15 @@ type fanOut struct {
 
 // wake makes sure c's stream drains soon.
 func (fo *fanOut) wake(c *client) {
-	st := c.st.Load()
-	if st == nil || !st.claim() {
-		return // not started (its start drains), or its drain will look again
+	if st := c.st.Load(); st != nil {
+		fo.wakeStream(st)
+	} // else not started: its start drains
+}
+
+// wakeStream makes sure st drains soon.
+func (fo *fanOut) wakeStream(st *stream) {
+	if !st.claim() {
+		return // its drain will look again
 	}
 	if st.now == nil {
 		go st.drain()

@@ -167,7 +167,7 @@ func newFanStream(t *testing.T, m *metrics, small bool) *fanStream {
 	cs, conn := tcpSink(t, small)
 	fs := &fanStream{c: newClient(1000, false), client: conn, ended: make(chan string, 1)}
 	w := &writer{out: cs, writeTimeout: time.Minute, metrics: m}
-	st := newStream(w, fs.c, time.Hour, time.Hour, func(reason string) { cs.end(); fs.ended <- reason })
+	st := newStream(w, fs.c, nil, time.Hour, time.Hour, func(reason string) { cs.end(); fs.ended <- reason })
 	st.start(context.Background())
 	t.Cleanup(func() { fs.c.kick(reasonShutdown, 0) })
 	return fs

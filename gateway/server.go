@@ -59,6 +59,7 @@ type Server struct {
 	watcher       *closeWatcher          // notices closed taken-over connections; nil: readers do
 	readers       sync.WaitGroup         // reader goroutines watching connections without the watcher
 	certs         *certReloader          // the TLS certificate; nil: no TLS
+	beats         beatClock              // every stream's heartbeat and timeout
 
 	// hookTakenOver, when set (by tests), runs right after a stream's
 	// connection is taken over from net/http.

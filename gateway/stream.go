@@ -11,20 +11,21 @@ import (
 // A stream runs an open event stream after its start without a goroutine
 // of its own at rest: thousands of streams are mostly idle, and a parked
 // goroutine costs a stack. Whatever has work for it (a kick, the stream's
-// timer) calls wake, which starts a drain goroutine unless one is running;
+// deadline) calls wake, which starts a drain goroutine unless one is running;
 // the drain writes all that is queued, flushes once, and exits. The hub's
 // fan-out of an event claims the drains of the streams it queued to instead,
 // and runs them in chunks (see fanOut). At most one drain runs at a time, so
-// the writer, the sink and the timer are used by one goroutine at a time.
+// the writer and the sink are used by one goroutine at a time.
 //
-// One timer serves the heartbeat (sent when nothing was written for a
-// heartbeat interval) and the timeout.
+// One deadline on a beatClock, shared with the server's other streams,
+// serves the heartbeat (sent when nothing was written for a heartbeat
+// interval) and the timeout.
 //
 // Concurrency: wake is safe for concurrent use and never blocks; everything
 // else belongs to the drain. A stream is built in the streamRunning state
 // and start is its first drain, so nothing that start arms (the timer, the
 // context hook, the client's notify) can run a drain before start has set
-// every field.
+// every field. The clock's entry is set and removed by the drain.
 type stream struct {
 	w       *writer
 	c       *client
@@ -36,10 +37,12 @@ type stream struct {
 	// (drainNow); nil otherwise.
 	now *connSink
 
-	state   atomic.Int32 // streamIdle, streamRunning, streamAgain or streamDone
-	tick    atomic.Bool  // the timer fired
-	timer   *time.Timer
-	stopCtx func() bool
+	state    atomic.Int32 // streamIdle, streamRunning, streamAgain or streamDone
+	tick     atomic.Bool  // the deadline passed
+	clock    *beatClock
+	beatAt   time.Duration // the deadline on clock, since its base; guarded by clock.mu
+	beatSlot int           // the index in clock's heap, -1 when off it; guarded by clock.mu
+	stopCtx  func() bool
 }
 
 const (
@@ -49,13 +52,18 @@ const (
 	streamDone                 // the stream ended
 )
 
-func newStream(w *writer, c *client, heartbeatEvery, timeout time.Duration, onEnd func(string)) *stream {
-	return new(stream).init(w, c, heartbeatEvery, timeout, onEnd)
+func newStream(w *writer, c *client, clock *beatClock, heartbeatEvery, timeout time.Duration, onEnd func(string)) *stream {
+	return new(stream).init(w, c, clock, heartbeatEvery, timeout, onEnd)
 }
 
-// init sets up a zero stream in place (see streamMem) and returns it.
-func (st *stream) init(w *writer, c *client, heartbeatEvery, timeout time.Duration, onEnd func(string)) *stream {
+// init sets up a zero stream in place (see streamMem) and returns it. A nil
+// clock is a clock of the stream's own.
+func (st *stream) init(w *writer, c *client, clock *beatClock, heartbeatEvery, timeout time.Duration, onEnd func(string)) *stream {
+	if clock == nil {
+		clock = new(beatClock)
+	}
 	st.w, st.c, st.hbEvery, st.end, st.onEnd = w, c, heartbeatEvery, time.Now().Add(timeout), onEnd
+	st.clock, st.beatSlot = clock, -1
 	if cs, ok := w.out.(*connSink); ok && cs.raw != nil {
 		st.now = cs
 	}
@@ -63,7 +71,7 @@ func (st *stream) init(w *writer, c *client, heartbeatEvery, timeout time.Durati
 	return st
 }
 
-// start arms the timer, ties the stream to ctx (when ctx ends the stream
+// start sets the stream's deadline, ties the stream to ctx (when ctx ends the stream
 // ends as client_gone) and then, as the stream's first drain, writes what
 // is queued already; it returns once that drain is done.
 func (st *stream) start(ctx context.Context) {
@@ -74,18 +82,20 @@ func (st *stream) start(ctx context.Context) {
 	if ctx.Done() != nil {
 		st.stopCtx = context.AfterFunc(ctx, func() { st.c.kick(reasonClientGone, 0) })
 	}
-	st.timer = time.AfterFunc(st.nextTimer(time.Now()), func() {
-		st.tick.Store(true)
-		st.wake()
-	})
+	st.clock.set(st, st.nextBeat())
 	st.c.st.Store(st)
 	// Whatever was queued or decided before st was set is found by
 	// this first drain; whatever came after has marked it to look again.
 	st.drain()
 }
 
-func (st *stream) nextTimer(now time.Time) time.Duration {
-	return min(st.w.wrote.Add(st.hbEvery).Sub(now), st.end.Sub(now))
+// nextBeat is when the stream must next be looked at: its next heartbeat,
+// or its end.
+func (st *stream) nextBeat() time.Time {
+	if hb := st.w.wrote.Add(st.hbEvery); hb.Before(st.end) {
+		return hb
+	}
+	return st.end
 }
 
 // wake makes sure a drain runs soon. It never blocks.
@@ -168,7 +178,7 @@ func (st *stream) drainOn(reason string, over bool) {
 }
 
 // step does all the work there is without waiting: the end of the stream,
-// the timer, the queued frames. over reports that the stream has ended.
+// its deadline, the queued frames. over reports that the stream has ended.
 func (st *stream) step() (reason string, over bool) {
 	w, c := st.w, st.c
 	if c.gone.Load() {
@@ -185,7 +195,7 @@ func (st *stream) step() (reason string, over bool) {
 				return w.failed(c, err), true
 			}
 		}
-		st.timer.Reset(st.nextTimer(now))
+		st.clock.set(st, st.nextBeat())
 	}
 	for {
 		batch := c.take()
@@ -213,7 +223,7 @@ func (st *stream) step() (reason string, over bool) {
 }
 
 func (st *stream) finish(reason string) {
-	st.timer.Stop()
+	st.clock.remove(st)
 	st.stopCtx()
 	st.onEnd(reason)
 }

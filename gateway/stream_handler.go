@@ -201,7 +201,7 @@ func (sr *streamRequest) serve() error {
 	if a.sink == nil {
 		reason = s.begin(ctx, a.w, o)
 		if reason == "" {
-			reason = a.w.loop(ctx, a.cl, s.cfg.Heartbeat, sr.timeout(a.w))
+			reason = a.w.loop(ctx, a.cl, &s.beats, s.cfg.Heartbeat, sr.timeout(a.w))
 		}
 		return nil
 	}
@@ -220,7 +220,7 @@ func (sr *streamRequest) serve() error {
 	// The replay or snapshot is written; from now on the stream holds no
 	// goroutine of its own while it waits (see stream).
 	handedOff = true
-	a.mem.st.init(a.w, a.cl, s.cfg.Heartbeat, sr.timeout(a.w), a.end).start(ctx)
+	a.mem.st.init(a.w, a.cl, &s.beats, s.cfg.Heartbeat, sr.timeout(a.w), a.end).start(ctx)
 	return nil
 }
 

@@ -18,7 +18,7 @@ func TestStreamTimerFiresAtStart(t *testing.T) {
 		c := newClient(4, false)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan string, 1)
-		newStream(w, c, time.Hour, 0, func(reason string) { done <- reason }).start(ctx)
+		newStream(w, c, nil, time.Hour, 0, func(reason string) { done <- reason }).start(ctx)
 		select {
 		case reason := <-done:
 			if reason != reasonTimeout {

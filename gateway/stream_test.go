@@ -149,7 +149,7 @@ func idLines(stream string) []string {
 // receives its reason.
 func runLoop(ctx context.Context, w *writer, c *client, heartbeatEvery, timeout time.Duration) <-chan string {
 	done := make(chan string, 1)
-	go func() { done <- w.loop(ctx, c, heartbeatEvery, timeout) }()
+	go func() { done <- w.loop(ctx, c, nil, heartbeatEvery, timeout) }()
 	return done
 }
 
@@ -186,7 +186,7 @@ func TestWriterLoopHeartbeatsUntilTimeout(t *testing.T) {
 				w, s := newTestWriter(t)
 				c := newClient(4, false)
 				start := time.Now()
-				reason := w.loop(t.Context(), c, tt.heartbeat, tt.timeout)
+				reason := w.loop(t.Context(), c, nil, tt.heartbeat, tt.timeout)
 				if reason != reasonTimeout {
 					t.Errorf("reason = %q, want %q", reason, reasonTimeout)
 				}
@@ -455,7 +455,7 @@ func TestWriterLoopTerminalFrame(t *testing.T) {
 				after := testFrame(t, "3-0", event.TypeProgress) // never published in practice; must not be sent
 				mustQueue(t, c, before, terminal, after)
 				start := time.Now()
-				reason := w.loop(t.Context(), c, 30*time.Second, time.Hour)
+				reason := w.loop(t.Context(), c, nil, 30*time.Second, time.Hour)
 				if reason != reasonFinished {
 					t.Errorf("reason = %q, want %q", reason, reasonFinished)
 				}
@@ -484,7 +484,7 @@ func TestWriterLoopTerminalFlushFails(t *testing.T) {
 		s.failFlushes(io.ErrClosedPipe)
 		c := newClient(2, false)
 		mustQueue(t, c, testFrame(t, "1-0", event.TypeComplete))
-		if reason := w.loop(t.Context(), c, 30*time.Second, time.Hour); reason != reasonClientGone {
+		if reason := w.loop(t.Context(), c, nil, 30*time.Second, time.Hour); reason != reasonClientGone {
 			t.Errorf("reason = %q, want %q (the terminal frame never reached the client)", reason, reasonClientGone)
 		}
 	})
@@ -648,7 +648,7 @@ func TestWriterLoopWriteErrors(t *testing.T) {
 					mustQueue(t, c, testFrame(t, "1-0", event.TypeProgress))
 				}
 				start := time.Now()
-				reason := w.loop(t.Context(), c, 30*time.Second, time.Hour)
+				reason := w.loop(t.Context(), c, nil, 30*time.Second, time.Hour)
 				if reason != tt.want {
 					t.Errorf("reason = %q, want %q", reason, tt.want)
 				}
@@ -881,7 +881,7 @@ func TestWriterLoopReportUnavailable(t *testing.T) {
 		done := testFrame(t, "2-0", event.TypeComplete)
 		done.withReport = &reportVariant{load: func() ([]byte, error) { return nil, errors.New("redis down") }}
 		mustQueue(t, c, before, done)
-		if reason := w.loop(t.Context(), c, 30*time.Second, time.Hour); reason != reasonRedis {
+		if reason := w.loop(t.Context(), c, nil, 30*time.Second, time.Hour); reason != reasonRedis {
 			t.Errorf("reason = %q, want %q", reason, reasonRedis)
 		}
 		if n := testutil.ToFloat64(w.metrics.redisErrors.WithLabelValues("report")); n != 1 {

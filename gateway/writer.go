@@ -136,9 +136,10 @@ func (w *writer) raw(b []byte, typ event.Type) {
 
 // loop runs a stream until it ends and returns why: the whole life of a
 // stream for a caller that waits for it (a stream that stays with net/http).
-func (w *writer) loop(ctx context.Context, c *client, heartbeatEvery, timeout time.Duration) string {
+// A nil clock is a clock of the stream's own.
+func (w *writer) loop(ctx context.Context, c *client, clock *beatClock, heartbeatEvery, timeout time.Duration) string {
 	done := make(chan string, 1)
-	newStream(w, c, heartbeatEvery, timeout, func(reason string) { done <- reason }).start(ctx)
+	newStream(w, c, clock, heartbeatEvery, timeout, func(reason string) { done <- reason }).start(ctx)
 	return <-done
 }
 
