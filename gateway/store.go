@@ -18,12 +18,13 @@ import (
 const replayPage = 500
 
 // store reads jobs from Redis. Every read is bounded by the request's
-// context and the configured Redis timeout. It holds no state of its own:
-// safe for concurrent use.
+// context and the configured Redis timeout. It holds no state but the
+// start reads waiting to be sent together: safe for concurrent use.
 type store struct {
 	rdb     redis.UniversalClient
 	keys    protocol.Keys
 	timeout time.Duration
+	starts  startQueue
 }
 
 // jobState is what a gateway needs of a job's state hash. The report is
@@ -78,31 +79,6 @@ type startRead struct {
 	entries []redis.XMessage // up to replayPage entries after from
 	found   bool             // from itself is still in the stream
 	more    bool             // the stream holds more entries after these
-}
-
-// start reads the job's state and, with resume, up to replayPage stream
-// entries after from, in one round trip.
-func (s *store) start(ctx context.Context, job string, resume bool, from protocol.ID) (startRead, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	pipe := s.rdb.Pipeline()
-	state := pipe.HMGet(ctx, s.keys.State(job), stateFields...)
-	var hist *redis.XMessageSliceCmd
-	if resume {
-		hist = pipe.XRangeN(ctx, s.keys.Events(job), from.String(), "+", replayPage+1)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return startRead{}, fmt.Errorf("read start of %q: %w", job, err)
-	}
-	var r startRead
-	var err error
-	if r.st, err = parseState(job, state.Val()); err != nil {
-		return startRead{}, err
-	}
-	if resume {
-		r.entries, r.found, r.more = cutAfter(hist.Val(), from)
-	}
-	return r, nil
 }
 
 // after returns up to replayPage stream entries after id, and whether id
