@@ -10,10 +10,10 @@ import (
 	"github.com/ssegate/ssegate/pkg/protocol"
 )
 
-// The start reads of different jobs are sent together: in a reconnect storm
-// a pod gets the first streams of a thousand jobs within a second, and one
-// round trip per job (a pipeline each) is a thousand reads and writes on
-// both sides. A read that finds no other waiting goes out at once, as
+// The start reads (and state reads) of different jobs are sent together:
+// in a reconnect storm a pod gets the first streams of a thousand jobs
+// within a second, and one round trip per job is a thousand reads and
+// writes on both sides, and as many pooled connections in use at once. A read that finds no other waiting goes out at once, as
 // before; those that come while reads are in flight wait for the next
 // pipeline, up to maxStartBatch jobs in one.
 const (
@@ -33,6 +33,7 @@ type startQueue struct {
 }
 
 type startReq struct {
+	what   string // "start" or "state", for errors
 	job    string
 	resume bool
 	from   protocol.ID
@@ -46,7 +47,13 @@ type startReq struct {
 // other jobs that wait at the same time (see startQueue). ctx bounds the
 // wait; the read itself is bounded by the store's timeout.
 func (s *store) start(ctx context.Context, job string, resume bool, from protocol.ID) (startRead, error) {
-	req := &startReq{job: job, resume: resume, from: from, done: make(chan struct{})}
+	return s.read(ctx, &startReq{what: "start", job: job, resume: resume, from: from})
+}
+
+// read queues req, and returns its answer once its pipeline is read or ctx
+// ends.
+func (s *store) read(ctx context.Context, req *startReq) (startRead, error) {
+	req.done = make(chan struct{})
 	q := &s.starts
 	q.mu.Lock()
 	q.waiting = append(q.waiting, req)
@@ -62,7 +69,7 @@ func (s *store) start(ctx context.Context, job string, resume bool, from protoco
 	case <-req.done:
 		return req.res, req.err
 	case <-ctx.Done():
-		return startRead{}, fmt.Errorf("read start of %q: %w", job, ctx.Err())
+		return startRead{}, fmt.Errorf("read %s of %q: %w", req.what, req.job, ctx.Err())
 	}
 }
 
@@ -108,10 +115,10 @@ func (s *store) readStarts(batch []*startReq) {
 
 func startReply(req *startReq, state *redis.SliceCmd, hist *redis.XMessageSliceCmd) (startRead, error) {
 	if err := state.Err(); err != nil {
-		return startRead{}, fmt.Errorf("read start of %q: %w", req.job, err)
+		return startRead{}, fmt.Errorf("read %s of %q: %w", req.what, req.job, err)
 	}
 	if hist != nil && hist.Err() != nil {
-		return startRead{}, fmt.Errorf("read start of %q: %w", req.job, hist.Err())
+		return startRead{}, fmt.Errorf("read %s of %q: %w", req.what, req.job, hist.Err())
 	}
 	var r startRead
 	var err error

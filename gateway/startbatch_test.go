@@ -39,10 +39,11 @@ func (g *pipelineGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	}
 }
 
-// The start reads of different jobs that wait at the same time go to Redis
-// together, a pipeline for up to maxStartBatch of them, and each gets its
-// own job's answer: its state, and its history from its own resume point.
-// Before they were batched, 200 jobs were 200 pipelines.
+// The start reads of different jobs that wait at the same time, and their
+// state reads, go to Redis together, a pipeline for up to maxStartBatch of
+// them, and each gets its own job's answer: its state, and its history from
+// its own resume point. Before they were batched, 200 jobs were 200
+// pipelines.
 func TestStoreStartReadsOfJobsGoTogether(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -55,8 +56,9 @@ func TestStoreStartReadsOfJobsGoTogether(t *testing.T) {
 
 	const jobs = 200
 	// Job i has i%5 events; each resumes after its first, if it has one.
+	// Every seventh reads its state only, and job 199 does not exist.
 	seed := rdb.Pipeline()
-	for i := range jobs {
+	for i := range jobs - 1 {
 		job := fmt.Sprintf("job-%d", i)
 		seed.HSet(ctx, keys.State(job), protocol.FieldStatus, "processing", protocol.FieldLastID, "1-0", protocol.FieldUpdatedAt, "1")
 		for k := range i % 5 {
@@ -79,7 +81,13 @@ func TestStoreStartReadsOfJobsGoTogether(t *testing.T) {
 			if i%5 > 0 {
 				from, _ = protocol.ParseID("1-0")
 			}
-			res, err := st.start(ctx, fmt.Sprintf("job-%d", i), i%5 > 0, from)
+			job := fmt.Sprintf("job-%d", i)
+			if i%7 == 0 {
+				state, err := st.state(ctx, job)
+				answers[i] = answer{startRead{st: state}, err}
+				return
+			}
+			res, err := st.start(ctx, job, i%5 > 0, from)
 			answers[i] = answer{res, err}
 		})
 	}
@@ -92,11 +100,20 @@ func TestStoreStartReadsOfJobsGoTogether(t *testing.T) {
 		if a.err != nil {
 			t.Fatalf("job %d: %v", i, a.err)
 		}
+		if i == jobs-1 {
+			if a.res.st != nil {
+				t.Fatalf("job %d, which does not exist: state %+v", i, a.res.st)
+			}
+			continue
+		}
 		if a.res.st == nil || a.res.st.status != "processing" {
 			t.Fatalf("job %d: state %+v", i, a.res.st)
 		}
 		wantEntries := max(i%5-1, 0)
-		if len(a.res.entries) != wantEntries || a.res.found != (i%5 > 0) || a.res.more {
+		if i%7 == 0 {
+			wantEntries = 0 // a state read reads no history
+		}
+		if len(a.res.entries) != wantEntries || a.res.found != (i%5 > 0 && i%7 != 0) || a.res.more {
 			t.Fatalf("job %d: %d entries (found %v, more %v), want %d after its first", i, len(a.res.entries), a.res.found, a.res.more, wantEntries)
 		}
 		for k, e := range a.res.entries {

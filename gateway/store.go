@@ -43,15 +43,13 @@ var errCorruptState = errors.New("gateway: job state hash is not protocol v1")
 // in the order parseState reads them.
 var stateFields = []string{protocol.FieldStatus, protocol.FieldProgress, protocol.FieldResult, protocol.FieldLastID, protocol.FieldUpdatedAt}
 
-// state returns the job's state, or nil if the job does not exist.
+// state returns the job's state, or nil if the job does not exist. It is
+// sent with the other jobs' start reads that wait at the same time (see
+// startQueue): the first streams of many jobs read their state before
+// admission.
 func (s *store) state(ctx context.Context, job string) (*jobState, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	vals, err := s.rdb.HMGet(ctx, s.keys.State(job), stateFields...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read state of %q: %w", job, err)
-	}
-	return parseState(job, vals)
+	r, err := s.read(ctx, &startReq{what: "state", job: job})
+	return r.st, err
 }
 
 // parseState turns the values of stateFields into a jobState; nil if the
