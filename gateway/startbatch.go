@@ -10,7 +10,8 @@ import (
 	"github.com/ssegate/ssegate/pkg/protocol"
 )
 
-// The start reads (and state reads) of different jobs are sent together:
+// The start reads (and state and history reads) of different jobs are sent
+// together:
 // in a reconnect storm a pod gets the first streams of a thousand jobs
 // within a second, and one round trip per job is a thousand reads and
 // writes on both sides, and as many pooled connections in use at once. A read that finds no other waiting goes out at once, as
@@ -33,13 +34,14 @@ type startQueue struct {
 }
 
 type startReq struct {
-	what   string // "start" or "state", for errors
-	job    string
-	resume bool
-	from   protocol.ID
-	res    startRead
-	err    error
-	done   chan struct{} // closed once res and err are set
+	what    string // "start", "state" or "history", for errors
+	job     string
+	noState bool // read the history only
+	resume  bool // read the history after from
+	from    protocol.ID
+	res     startRead
+	err     error
+	done    chan struct{} // closed once res and err are set
 }
 
 // start reads the job's state and, with resume, up to replayPage stream
@@ -101,7 +103,9 @@ func (s *store) readStarts(batch []*startReq) {
 	states := make([]*redis.SliceCmd, len(batch))
 	hists := make([]*redis.XMessageSliceCmd, len(batch))
 	for i, req := range batch {
-		states[i] = pipe.HMGet(ctx, s.keys.State(req.job), stateFields...)
+		if !req.noState {
+			states[i] = pipe.HMGet(ctx, s.keys.State(req.job), stateFields...)
+		}
 		if req.resume {
 			hists[i] = pipe.XRangeN(ctx, s.keys.Events(req.job), req.from.String(), "+", replayPage+1)
 		}
@@ -114,16 +118,18 @@ func (s *store) readStarts(batch []*startReq) {
 }
 
 func startReply(req *startReq, state *redis.SliceCmd, hist *redis.XMessageSliceCmd) (startRead, error) {
-	if err := state.Err(); err != nil {
-		return startRead{}, fmt.Errorf("read %s of %q: %w", req.what, req.job, err)
+	if state != nil && state.Err() != nil {
+		return startRead{}, fmt.Errorf("read %s of %q: %w", req.what, req.job, state.Err())
 	}
 	if hist != nil && hist.Err() != nil {
 		return startRead{}, fmt.Errorf("read %s of %q: %w", req.what, req.job, hist.Err())
 	}
 	var r startRead
-	var err error
-	if r.st, err = parseState(req.job, state.Val()); err != nil {
-		return startRead{}, err
+	if state != nil {
+		var err error
+		if r.st, err = parseState(req.job, state.Val()); err != nil {
+			return startRead{}, err
+		}
 	}
 	if req.resume {
 		r.entries, r.found, r.more = cutAfter(hist.Val(), req.from)

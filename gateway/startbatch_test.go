@@ -30,7 +30,7 @@ func (g *pipelineGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (g *pipelineGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if len(cmds) == 0 || cmds[0].Name() != "hmget" {
+		if len(cmds) == 0 || (cmds[0].Name() != "hmget" && cmds[0].Name() != "xrange") {
 			return next(ctx, cmds) // a connection's handshake, the seeding
 		}
 		g.pipelines.Add(1)
@@ -40,7 +40,7 @@ func (g *pipelineGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 }
 
 // The start reads of different jobs that wait at the same time, and their
-// state reads, go to Redis together, a pipeline for up to maxStartBatch of
+// state and history reads, go to Redis together, a pipeline for up to maxStartBatch of
 // them, and each gets its own job's answer: its state, and its history from
 // its own resume point. Before they were batched, 200 jobs were 200
 // pipelines.
@@ -56,7 +56,8 @@ func TestStoreStartReadsOfJobsGoTogether(t *testing.T) {
 
 	const jobs = 200
 	// Job i has i%5 events; each resumes after its first, if it has one.
-	// Every seventh reads its state only, and job 199 does not exist.
+	// Every seventh reads its state only, every eleventh (not seventh) its
+	// history only, and job 199 does not exist.
 	seed := rdb.Pipeline()
 	for i := range jobs - 1 {
 		job := fmt.Sprintf("job-%d", i)
@@ -87,6 +88,11 @@ func TestStoreStartReadsOfJobsGoTogether(t *testing.T) {
 				answers[i] = answer{startRead{st: state}, err}
 				return
 			}
+			if i%11 == 0 {
+				entries, found, err := st.after(ctx, job, from)
+				answers[i] = answer{startRead{entries: entries, found: found}, err}
+				return
+			}
 			res, err := st.start(ctx, job, i%5 > 0, from)
 			answers[i] = answer{res, err}
 		})
@@ -106,14 +112,17 @@ func TestStoreStartReadsOfJobsGoTogether(t *testing.T) {
 			}
 			continue
 		}
-		if a.res.st == nil || a.res.st.status != "processing" {
+		history := i%11 == 0 && i%7 != 0
+		if history != (a.res.st == nil) || !history && a.res.st.status != "processing" {
 			t.Fatalf("job %d: state %+v", i, a.res.st)
 		}
 		wantEntries := max(i%5-1, 0)
 		if i%7 == 0 {
 			wantEntries = 0 // a state read reads no history
 		}
-		if len(a.res.entries) != wantEntries || a.res.found != (i%5 > 0 && i%7 != 0) || a.res.more {
+		// A history read from 0-0 is whole when nothing was trimmed: found.
+		wantFound := i%5 > 0 && i%7 != 0 || history && i%5 == 0
+		if len(a.res.entries) != wantEntries || a.res.found != wantFound || a.res.more {
 			t.Fatalf("job %d: %d entries (found %v, more %v), want %d after its first", i, len(a.res.entries), a.res.found, a.res.more, wantEntries)
 		}
 		for k, e := range a.res.entries {

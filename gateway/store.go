@@ -83,16 +83,14 @@ type startRead struct {
 // itself is still in the stream. An id that is not there any more (trimmed,
 // or never an event of this job) means the entries cannot be trusted to
 // follow on from it.
+//
+// It is sent with the other jobs' reads that wait at the same time (see
+// startQueue): when a Redis master fails over, every job on it is refilled
+// at once.
 func (s *store) after(ctx context.Context, job string, id protocol.ID) (entries []redis.XMessage, found bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
 	// One read from the ID itself: it comes first if it is still there.
-	entries, err = s.rdb.XRangeN(ctx, s.keys.Events(job), id.String(), "+", replayPage+1).Result()
-	if err != nil {
-		return nil, false, fmt.Errorf("read history of %q: %w", job, err)
-	}
-	entries, found, _ = cutAfter(entries, id)
-	return entries, found, nil
+	r, err := s.read(ctx, &startReq{what: "history", job: job, noState: true, resume: true, from: id})
+	return r.entries, r.found, err
 }
 
 // cutAfter takes the answer to XRANGE id + COUNT replayPage+1 and returns
