@@ -20,7 +20,7 @@ import (
 // tcpPair returns both ends of a loopback TCP connection. With small, the
 // server's has a small send buffer and the client's a small receive
 // buffer, so that a client that does not read fills them after a few KiB.
-func tcpPair(t *testing.T, small bool) (server *net.TCPConn, client *net.TCPConn) {
+func tcpPair(t testing.TB, small bool) (server *net.TCPConn, client *net.TCPConn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
