@@ -104,3 +104,45 @@ func after(t *testing.T, history []redis.XMessage, id string) []redis.XMessage {
 	t.Fatalf("%s is not in the job's stream", id)
 	return nil
 }
+
+// TestReconnectStormFinishedJob: clients of a finished job that dropped
+// before its end come back at once, from three resume points. Their
+// replays share reads of the job's history (it changes no more), and each
+// still gets exactly what it missed, its end included, once.
+func TestReconnectStormFinishedJob(t *testing.T) {
+	e := newEnv(t)
+	if !e.redis.Real() {
+		t.Skip("INFO commandstats needs a real redis-server")
+	}
+	g := e.gateway(testConfig())
+	ok := must(t)
+	ctx := context.Background()
+	job := e.pub.Job("done")
+	ok(job.Register(ctx))
+	const events, clients = 60, 300
+	for s := 1; s <= events; s++ {
+		ok(job.Progress(ctx, publisher.Step{Step: s, Total: events}))
+	}
+	ok(job.Complete(ctx, "r", nil))
+	want := e.history("done")
+	resumeFrom := []string{want[10].ID, want[30].ID, want[50].ID}
+	e.redis.Do(t, "CONFIG", "RESETSTAT")
+
+	streams := make([]*streamtest.Stream, clients)
+	for i := range streams {
+		streams[i] = streamtest.Open(t, []string{g.streamURL("done")}, resumeFrom[i%len(resumeFrom)])
+	}
+	for i, s := range streams {
+		if err := s.WaitDone(t); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		streamtest.AssertExactlyOnce(t, s.Events(), after(t, want, resumeFrom[i%len(resumeFrom)]))
+	}
+	// Before they were shared: an XRANGE per resume, 300 here.
+	if reads := e.commandCalls("xrange"); reads > 10 {
+		t.Errorf("the storm of %d resumes cost Redis %d XRANGE, want at most 10", clients, reads)
+	}
+	if shared := g.metric(t, "ssegate_stream_start_reads_total", "read", "shared"); shared < clients-10 {
+		t.Errorf("%v resumes shared a read, want at least %d of %d", shared, clients-10, clients)
+	}
+}
