@@ -60,6 +60,7 @@ type Server struct {
 	readers       sync.WaitGroup         // reader goroutines watching connections without the watcher
 	certs         *certReloader          // the TLS certificate; nil: no TLS
 	beats         beatClock              // every stream's heartbeat and timeout
+	finished      finishedReads          // finished jobs' history reads, shared by their resumes
 
 	// hookTakenOver, when set (by tests), runs right after a stream's
 	// connection is taken over from net/http.

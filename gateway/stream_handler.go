@@ -303,20 +303,19 @@ func (sr *streamRequest) finished(st *jobState) error {
 	}
 	ctx := sr.r.Context()
 	var history []historyEntry
-	found := false
+	found, more := false, false
 	if q.resume {
-		entries, ok, err := s.store.after(ctx, job, q.lastID)
-		if err != nil {
+		var err error
+		if history, found, more, err = s.finishedHistory(ctx, job, q.lastID); err != nil {
 			return sr.redisFailed("replay", err)
 		}
-		history, found = s.enc.history(job, entries), ok
 	}
 	w, _ := sr.open(nil)
 	reason := reasonFinished
 	defer func() { s.closed(job, sr.remote, w, reason) }()
 	if q.resume && found {
 		w.last = q.lastID
-		if done, r := s.replay(ctx, w, job, q, history, len(history) == replayPage); done {
+		if done, r := s.replay(ctx, w, job, q, history, more); done {
 			reason = r
 			return nil
 		}

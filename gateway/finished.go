@@ -1,0 +1,130 @@
+package gateway
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ssegate/ssegate/pkg/protocol"
+)
+
+// A finished job's history changes no more (the publish script refuses
+// events after the terminal one), so the resumes of a finished job that
+// come within shareFor of each other share one read of it, each from its
+// own Last-Event-ID: a pod that dies with clients of finished jobs (a
+// client that dropped before the terminal event) sends them to the others
+// at once. A read serves the resumes from its own point or later ones; one
+// from an earlier point reads on its own, and later ones share that.
+//
+// Concurrency: get is safe for concurrent use.
+type finishedReads struct {
+	mu sync.Mutex
+	m  map[string]*finishedRead // by job
+}
+
+type finishedRead struct {
+	from protocol.ID
+	done chan struct{}
+
+	// Set before done is closed; read-only after.
+	history []historyEntry
+	ids     []protocol.ID
+	found   bool // from is in the stream
+	more    bool // the page is full: the stream may hold more
+	err     error
+}
+
+// finishedHistory returns the history after from of job, a finished job, and whether
+// from is still in the stream (see store.after), and whether the stream may
+// hold more than history; shared with the job's other resumes.
+func (s *Server) finishedHistory(ctx context.Context, job string, from protocol.ID) (history []historyEntry, found, more bool, err error) {
+	fr := &s.finished
+	fr.mu.Lock()
+	r := fr.m[job]
+	own := r == nil || from.Less(r.from)
+	if own {
+		r = &finishedRead{from: from, done: make(chan struct{})}
+		if fr.m == nil {
+			fr.m = map[string]*finishedRead{}
+		}
+		fr.m[job] = r
+	}
+	fr.mu.Unlock()
+
+	if own {
+		s.metrics.startReads.WithLabelValues("issued").Inc()
+		s.readFinished(job, r)
+	} else {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return nil, false, false, ctx.Err()
+		}
+	}
+	if r.err != nil {
+		return nil, false, false, r.err
+	}
+	if h, found, more, ok := r.serve(from); ok {
+		if !own {
+			s.metrics.startReads.WithLabelValues("shared").Inc()
+		}
+		return h, found, more, nil
+	}
+	// Past the page r read: a read of its own.
+	s.metrics.startReads.WithLabelValues("issued").Inc()
+	entries, found, err := s.store.after(ctx, job, from)
+	if err != nil {
+		return nil, false, false, err
+	}
+	return s.enc.history(job, entries), found, len(entries) == replayPage, nil
+}
+
+// readFinished makes r's read, not bounded by the request that makes it
+// (the others wait for it too) but by the store's timeout, and keeps r for
+// shareFor.
+func (s *Server) readFinished(job string, r *finishedRead) {
+	entries, found, err := s.store.after(context.Background(), job, r.from)
+	r.err = err
+	if err == nil {
+		r.history, r.found, r.more = s.enc.history(job, entries), found, len(entries) == replayPage
+		r.ids = make([]protocol.ID, len(entries))
+		for i, e := range entries {
+			r.ids[i], _ = protocol.ParseID(e.ID)
+		}
+	}
+	close(r.done)
+	drop := func() {
+		s.finished.mu.Lock()
+		defer s.finished.mu.Unlock()
+		if s.finished.m[job] == r {
+			delete(s.finished.m, job)
+		}
+	}
+	if err != nil {
+		drop()
+		return
+	}
+	time.AfterFunc(shareFor, drop)
+}
+
+// serve returns the history after from out of r, from at or after r.from.
+// It reports false when r cannot tell: from is past the page r read.
+func (r *finishedRead) serve(from protocol.ID) (history []historyEntry, found, more, ok bool) {
+	if from == r.from {
+		return r.history, r.found, r.more, true
+	}
+	// r holds every entry from r.from on, up to its page's end, whether
+	// r.from itself is still there or not.
+	i, inPage := slices.BinarySearchFunc(r.ids, from, compareID)
+	switch {
+	case inPage:
+		return r.history[i+1:], true, r.more, true
+	case r.more && i == len(r.ids):
+		return nil, false, false, false // past the page r read
+	default:
+		// r holds every entry from r.from up to from: from is not in
+		// the stream.
+		return nil, false, false, true
+	}
+}
