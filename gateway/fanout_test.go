@@ -155,6 +155,40 @@ func TestConnSinkFlushNowError(t *testing.T) {
 	}
 }
 
+// A flush of many pieces (a replay) writes them all as one chunk, and the
+// sink then goes back to its own small array: it keeps no array that size,
+// and no piece, for the rest of the stream's life.
+func TestConnSinkDropsAReplaysArray(t *testing.T) {
+	t.Parallel()
+	cs, client := tcpSink(t, false)
+	var want strings.Builder
+	for i := range 50 {
+		piece := fmt.Sprintf("id: %d\ndata: x\n\n", i)
+		want.WriteString(piece)
+		_, _ = cs.Write([]byte(piece))
+	}
+	if err := cs.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if cap(cs.vec) != len(cs.vecArr) || &cs.vec[:1][0] != &cs.vecArr[0] {
+		t.Errorf("after a flush of 50 pieces the sink keeps an array of %d", cap(cs.vec))
+	}
+	for i, b := range cs.vecArr[1:] {
+		if b != nil {
+			t.Errorf("the sink's array still holds piece %d: %q", i+1, b)
+		}
+	}
+	_, _ = cs.Write([]byte("id: 50\ndata: x\n\n"))
+	want.WriteString("id: 50\ndata: x\n\n")
+	if err := cs.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	cs.end()
+	if got := chunkedBody(t, client); got != want.String() {
+		t.Errorf("read %q, want %q", got, want.String())
+	}
+}
+
 // fanStream is a started stream on a taken-over loopback connection.
 type fanStream struct {
 	c      *client
