@@ -82,7 +82,7 @@ func (s *connSink) Flush() error {
 	} else if s.chunked {
 		hdr := strconv.AppendInt(s.scratch[:0], int64(s.size), 16)
 		s.vec[0] = append(hdr, '\r', '\n')
-		s.vec = append(s.vec, crlf) // keeps any larger array for next time
+		s.vec = append(s.vec, crlf)
 		out = s.vec
 	}
 	var err error
@@ -97,6 +97,14 @@ func (s *connSink) Flush() error {
 		_, err = out.WriteTo(s.conn) // consumes out, not s.vec
 	}
 	clear(s.vec[:cap(s.vec)]) // let the frames go
+	if cap(s.vec) > len(s.vecArr) {
+		// A replay's flush holds hundreds of pieces: an array that size,
+		// kept, would stay with the stream for its life (1.5 KiB for a
+		// replay of 50 events), most of which it spends idle. vecArr
+		// still holds the first pieces, copied from it as vec grew.
+		clear(s.vecArr[:])
+		s.vec = s.vecArr[:1]
+	}
 	s.vec, s.size = s.vec[:1], 0
 	if err != nil {
 		s.broken = true
