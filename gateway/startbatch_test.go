@@ -199,3 +199,49 @@ func TestStoreStartReadErrors(t *testing.T) {
 		}
 	})
 }
+
+// A read that waits behind pipelines a hung Redis holds fails in the
+// store's timeout, as it would alone, and is never sent.
+func TestStoreStartReadWaitIsBounded(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	gate := &pipelineGate{open: make(chan struct{})}
+	rdb.AddHook(gate)
+	st := &store{rdb: rdb, keys: protocol.NewKeys(""), timeout: time.Second}
+	var wg sync.WaitGroup
+	for i := range maxStartFlushes { // one in each flush, held in Redis's hands
+		wg.Go(func() { _, _ = st.start(context.Background(), fmt.Sprintf("held-%d", i), false, protocol.ID{}) })
+		for gate.pipelines.Load() < int64(i+1) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	behind := make(chan error, 1)
+	go func() {
+		_, err := st.start(context.Background(), "behind", false, protocol.ID{})
+		behind <- err
+	}()
+	select {
+	case err := <-behind:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("the read behind them got %v, want a deadline error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the read behind them still waits after 5 s, with a timeout of %v", st.timeout)
+		defer func() { <-behind }() // once the gate is open
+	}
+	close(gate.open)
+	wg.Wait()
+	for {
+		st.starts.mu.Lock()
+		flushes := st.starts.flushes
+		st.starts.mu.Unlock()
+		if flushes == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := gate.pipelines.Load(); n != maxStartFlushes {
+		t.Errorf("%d pipelines sent, want %d: the read whose caller gave up was sent", n, maxStartFlushes)
+	}
+}
