@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -39,6 +40,7 @@ type startReq struct {
 	noState bool // read the history only
 	resume  bool // read the history after from
 	from    protocol.ID
+	ctx     context.Context // the caller's, bounded by the store's timeout: done, it is not sent
 	res     startRead
 	err     error
 	done    chan struct{} // closed once res and err are set
@@ -46,16 +48,20 @@ type startReq struct {
 
 // start reads the job's state and, with resume, up to replayPage stream
 // entries after from, in one round trip, shared with the start reads of
-// other jobs that wait at the same time (see startQueue). ctx bounds the
-// wait; the read itself is bounded by the store's timeout.
+// other jobs that wait at the same time (see startQueue). The wait and
+// the read are bounded by ctx and the store's timeout.
 func (s *store) start(ctx context.Context, job string, resume bool, from protocol.ID) (startRead, error) {
 	return s.read(ctx, &startReq{what: "start", job: job, resume: resume, from: from})
 }
 
-// read queues req, and returns its answer once its pipeline is read or ctx
-// ends.
+// read queues req, and returns its answer once its pipeline is read, or
+// when ctx ends or the store's timeout passes, whichever is first: a read
+// that waits behind a Redis that hangs fails in the store's timeout, as it
+// did alone, and is not sent once its caller has its answer.
 func (s *store) read(ctx context.Context, req *startReq) (startRead, error) {
-	req.done = make(chan struct{})
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req.ctx, req.done = ctx, make(chan struct{})
 	q := &s.starts
 	q.mu.Lock()
 	q.waiting = append(q.waiting, req)
@@ -88,15 +94,28 @@ func (s *store) flushStarts() {
 			q.mu.Unlock()
 			return
 		}
-		batch := q.waiting[:n:n]
+		batch := slices.Clone(q.waiting[:n])
+		clear(q.waiting[:n]) // the answers go with their callers
 		q.waiting = q.waiting[n:]
 		q.mu.Unlock()
 		s.readStarts(batch)
 	}
 }
 
-// readStarts reads batch in one pipeline and answers each request.
+// readStarts reads batch in one pipeline and answers each request; those
+// whose callers have their answer already are not sent.
 func (s *store) readStarts(batch []*startReq) {
+	batch = slices.DeleteFunc(batch, func(req *startReq) bool {
+		if err := req.ctx.Err(); err != nil {
+			req.err = fmt.Errorf("read %s of %q: %w", req.what, req.job, err)
+			close(req.done)
+			return true
+		}
+		return false
+	})
+	if len(batch) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
