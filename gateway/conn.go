@@ -99,7 +99,7 @@ func (s *connSink) Flush() error {
 	clear(s.vec[:cap(s.vec)]) // let the frames go
 	if cap(s.vec) > len(s.vecArr) {
 		// A replay's flush holds hundreds of pieces: an array that size,
-		// kept, would stay with the stream for its life (1.5 KiB for a
+		// kept, would stay with the stream for its life (1.8 KiB for a
 		// replay of 50 events), most of which it spends idle. vecArr
 		// still holds the first pieces, copied from it as vec grew.
 		clear(s.vecArr[:])
