@@ -23,6 +23,16 @@ type pipelineGate struct {
 	open      chan struct{}
 }
 
+// gatedStore is a store on a real redis-server whose start-read pipelines
+// wait for gate.
+func gatedStore(t *testing.T, timeout time.Duration) (*store, *pipelineGate, *redis.Client) {
+	t.Helper()
+	rdb := redistest.Start(t).Client(t)
+	gate := &pipelineGate{open: make(chan struct{})}
+	rdb.AddHook(gate)
+	return &store{rdb: rdb, keys: protocol.NewKeys(""), timeout: timeout}, gate, rdb
+}
+
 func (g *pipelineGate) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (g *pipelineGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return next
@@ -46,12 +56,8 @@ func (g *pipelineGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 // pipelines.
 func TestStoreStartReadsOfJobsGoTogether(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	gate := &pipelineGate{open: make(chan struct{})}
-	rdb.AddHook(gate)
-	keys := protocol.NewKeys("")
-	st := &store{rdb: rdb, keys: keys, timeout: 10 * time.Second}
+	st, gate, rdb := gatedStore(t, 10*time.Second)
+	keys := st.keys
 	ctx := context.Background()
 
 	const jobs = 200
@@ -174,11 +180,7 @@ func TestStoreStartReadErrors(t *testing.T) {
 	})
 	t.Run("caller gives up", func(t *testing.T) {
 		t.Parallel()
-		srv := redistest.Start(t)
-		rdb := srv.Client(t)
-		gate := &pipelineGate{open: make(chan struct{})}
-		rdb.AddHook(gate)
-		st := &store{rdb: rdb, keys: protocol.NewKeys(""), timeout: 10 * time.Second}
+		st, gate, _ := gatedStore(t, 10*time.Second)
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() {
@@ -204,11 +206,7 @@ func TestStoreStartReadErrors(t *testing.T) {
 // store's timeout, as it would alone, and is never sent.
 func TestStoreStartReadWaitIsBounded(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	gate := &pipelineGate{open: make(chan struct{})}
-	rdb.AddHook(gate)
-	st := &store{rdb: rdb, keys: protocol.NewKeys(""), timeout: time.Second}
+	st, gate, _ := gatedStore(t, time.Second)
 	var wg sync.WaitGroup
 	for i := range maxStartFlushes { // one in each flush, held in Redis's hands
 		wg.Go(func() { _, _ = st.start(context.Background(), fmt.Sprintf("held-%d", i), false, protocol.ID{}) })

@@ -21,11 +21,7 @@ import (
 // Not parallel: 300 streams under -race would starve the canaries of the
 // tests that run beside it on a 2-core machine.
 func TestReconnectStormOneJob(t *testing.T) {
-	e := newEnv(t)
-	if !e.redis.Real() {
-		t.Skip("INFO commandstats needs a real redis-server")
-	}
-	g := e.gateway(testConfig())
+	e, g := newStormEnv(t)
 	ok := must(t)
 	ctx := context.Background()
 	job := e.pub.Job("storm")
@@ -92,6 +88,17 @@ func TestReconnectStormOneJob(t *testing.T) {
 	t.Logf("%d streams: %d HMGET and XRANGE, %v reads issued", clients, reads, g.metric(t, "ssegate_stream_start_reads_total", "read", "issued"))
 }
 
+// newStormEnv is a gateway on a real redis-server, whose INFO
+// commandstats counts what a storm costs.
+func newStormEnv(t *testing.T) (*env, *gw) {
+	t.Helper()
+	e := newEnv(t)
+	if !e.redis.Real() {
+		t.Skip("INFO commandstats needs a real redis-server")
+	}
+	return e, e.gateway(testConfig())
+}
+
 // after returns the entries of history after the one with ID id, failing
 // the test if there is none with it.
 func after(t *testing.T, history []redis.XMessage, id string) []redis.XMessage {
@@ -110,11 +117,7 @@ func after(t *testing.T, history []redis.XMessage, id string) []redis.XMessage {
 // replays share reads of the job's history (it changes no more), and each
 // still gets exactly what it missed, its end included, once.
 func TestReconnectStormFinishedJob(t *testing.T) {
-	e := newEnv(t)
-	if !e.redis.Real() {
-		t.Skip("INFO commandstats needs a real redis-server")
-	}
-	g := e.gateway(testConfig())
+	e, g := newStormEnv(t)
 	ok := must(t)
 	ctx := context.Background()
 	job := e.pub.Job("done")
