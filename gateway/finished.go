@@ -17,7 +17,7 @@ import (
 // at once. A read serves the resumes from its own point or later ones; one
 // from an earlier point reads on its own, and later ones share that.
 //
-// Concurrency: get is safe for concurrent use.
+// Concurrency: Server.finishedHistory is safe for concurrent use.
 type finishedReads struct {
 	mu sync.Mutex
 	m  map[string]*finishedRead // by job
@@ -29,15 +29,16 @@ type finishedRead struct {
 
 	// Set before done is closed; read-only after.
 	history []historyEntry
-	ids     []protocol.ID
+	ids     []protocol.ID // the entries' IDs (a history entry that failed to decode has no frame)
 	found   bool // from is in the stream
 	more    bool // the page is full: the stream may hold more
 	err     error
 }
 
-// finishedHistory returns the history after from of job, a finished job, and whether
-// from is still in the stream (see store.after), and whether the stream may
-// hold more than history; shared with the job's other resumes.
+// finishedHistory returns the history after from of job, a finished job;
+// whether from is still in the stream (see store.after); and whether the
+// stream may hold more than history. The read is shared with the job's
+// other resumes (see finishedReads).
 func (s *Server) finishedHistory(ctx context.Context, job string, from protocol.ID) (history []historyEntry, found, more bool, err error) {
 	fr := &s.finished
 	fr.mu.Lock()
