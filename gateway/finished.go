@@ -30,8 +30,8 @@ type finishedRead struct {
 	// Set before done is closed; read-only after.
 	history []historyEntry
 	ids     []protocol.ID // the entries' IDs (a history entry that failed to decode has no frame)
-	found   bool // from is in the stream
-	more    bool // the page is full: the stream may hold more
+	found   bool          // from is in the stream
+	more    bool          // the page is full: the stream may hold more
 	err     error
 }
 
