@@ -157,6 +157,43 @@ func TestNginx(t *testing.T) {
 		t.Logf("6 snapshot requests through nginx used %d upstream connections", len(seen))
 	})
 
+	t.Run("no-tokens-in-logs", func(t *testing.T) {
+		// An EventSource cannot send headers, so its token travels in the
+		// query string: the proxy's logs must not keep it.
+		const secret = "eyJ-not-a-real-token-7f3a9c"
+		path := "/api/reports/nginx-no-such-job/stream"
+		resp, err := http.Get(ngx.URL + path + "?access_token=" + secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		// The test's own log (LogFormat, with the query) shows when nginx
+		// has logged the request everywhere.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if slices.ContainsFunc(ngx.Access(), func(e nginxtest.Entry) bool { return strings.HasPrefix(e.URI, path+"?") }) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("nginx never logged %s", path)
+			}
+		}
+		logged := false
+		for name, text := range ngx.Logs() {
+			for _, line := range strings.Split(text, "\n") {
+				if strings.Contains(line, secret) {
+					t.Errorf("%s keeps the access token: %s", name, line)
+				}
+				if strings.Contains(line, path) {
+					logged = true
+				}
+			}
+		}
+		if !logged {
+			t.Errorf("no log of nginx records the request for %s: %v", path, ngx.Logs())
+		}
+	})
+
 	// The stream: opened through nginx from the job's start, so its events
 	// are the whole history. Three more clients of the job are spread over
 	// both gateways by nginx's round-robin.

@@ -176,6 +176,9 @@ events { worker_connections 1024; }
 http {
     log_format ssegate_test "%[2]s";
     access_log %[1]s/access.log ssegate_test;
+    # What a distribution's nginx.conf logs for every site that does not say
+    # otherwise (Debian's and the nginx image's: the whole request line).
+    access_log %[1]s/default-access.log combined;
     client_body_temp_path %[1]s/client_body;
     proxy_temp_path %[1]s/proxy;
     fastcgi_temp_path %[1]s/fastcgi;
@@ -250,6 +253,30 @@ func (n *Nginx) Stop() {
 func (n *Nginx) ErrorLog() string {
 	b, _ := os.ReadFile(filepath.Join(n.Dir, "error.log"))
 	return string(b)
+}
+
+// Logs returns the text of every log nginx wrote but the test's own
+// access log (see Access) and its error log, by file name: what an
+// operator's log files would hold.
+func (n *Nginx) Logs() map[string]string {
+	n.tb.Helper()
+	files, err := filepath.Glob(filepath.Join(n.Dir, "*.log"))
+	if err != nil {
+		n.tb.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, f := range files {
+		name := filepath.Base(f)
+		if name == "access.log" || name == "error.log" {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			n.tb.Fatal(err)
+		}
+		out[name] = string(b)
+	}
+	return out
 }
 
 // Entry is one access log line (see LogFormat).
