@@ -80,6 +80,16 @@ func TestNginxConfShape(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^\s*keepalive \d+;`).MatchString(conf) {
 		t.Error("the upstream block keeps no idle connections (keepalive N;)")
 	}
+	// The access token of a browser's stream is in its query string
+	// (no-tokens-in-logs below shows it kept out of the logs).
+	if !regexp.MustCompile(`(?m)^[ \t]+access_log[ \t]+\S+[ \t]+ssegate;`).MatchString(conf) {
+		t.Error("the server block sets no `access_log PATH ssegate;`: the including nginx.conf's format (the whole request line, query and token included) would apply")
+	}
+	if f := regexp.MustCompile(`(?s)log_format ssegate (.*?);`).FindStringSubmatch(conf); f == nil {
+		t.Error("deploy/nginx.conf defines no `log_format ssegate`")
+	} else if v := regexp.MustCompile(`\$(request|request_uri|args|query_string|arg_\w+)\b`).FindString(f[1]); v != "" {
+		t.Errorf("log_format ssegate logs %s, which holds the query string and with it an access token", v)
+	}
 	if regexp.MustCompile(`proxy_next_upstream[ \t][^;]*\b(off|non_idempotent)\b`).MatchString(conf) {
 		t.Error("proxy_next_upstream: off turns a stopped gateway into a 502 that ends an EventSource for good; non_idempotent would retry POSTs (a publish twice)")
 	}

@@ -122,6 +122,20 @@ func Render(conf string, upstreams []string, listen string) (string, error) {
 	return conf, nil
 }
 
+var accessLogRE = regexp.MustCompile(`(?m)^([ \t]*)access_log[ \t]+\S+((?:[ \t]+[^;#]*)?);`)
+
+// withTestLogs points each access_log directive of site at dir/site-access.log
+// (keeping its format) and adds the test's own log (see Access) beside it:
+// a directive in a server block replaces the http-level ones, the test's
+// among them.
+func withTestLogs(site, dir string) string {
+	return accessLogRE.ReplaceAllStringFunc(site, func(d string) string {
+		m := accessLogRE.FindStringSubmatch(d)
+		return m[1] + "access_log " + filepath.Join(dir, "site-access.log") + m[2] + ";\n" +
+			m[1] + "access_log " + filepath.Join(dir, "access.log") + " ssegate_test;"
+	})
+}
+
 // Nginx is one nginx process.
 type Nginx struct {
 	tb   testing.TB
@@ -160,6 +174,7 @@ func Start(tb testing.TB, confPath string, upstreams []string) *Nginx {
 	if err != nil {
 		tb.Fatalf("%v (in %s)", err, confPath)
 	}
+	site = withTestLogs(site, dir)
 	if err := os.WriteFile(filepath.Join(dir, "ssegate.conf"), []byte(site), 0o644); err != nil {
 		tb.Fatal(err)
 	}
