@@ -36,7 +36,8 @@ type nbWriter struct {
 	off   int         // ...and bufs[i][:off]
 	n     int         // bytes written
 	errno syscall.Errno
-	wait  bool // wait for room until all is written
+	sys   string // the call that failed with errno: "write" or "writev"
+	wait  bool   // wait for room until all is written
 }
 
 // nbCopyMax is the most bytes nbWriter copies to write them as one piece.
@@ -66,7 +67,7 @@ func (nb *nbWriter) write(raw syscall.RawConn, bufs net.Buffers, wait bool) (int
 	case err != nil:
 		return n, err
 	case nb.errno != 0:
-		return n, &net.OpError{Op: "writev", Net: "tcp", Err: os.NewSyscallError("writev", nb.errno)}
+		return n, &net.OpError{Op: nb.sys, Net: "tcp", Err: os.NewSyscallError(nb.sys, nb.errno)}
 	}
 	return n, nil
 }
@@ -105,7 +106,10 @@ func (nb *nbWriter) attempt(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return !nb.wait
 		default:
-			nb.errno = e
+			nb.errno, nb.sys = e, "writev"
+			if cnt == 1 {
+				nb.sys = "write"
+			}
 			return true
 		}
 		nb.n += int(r)
