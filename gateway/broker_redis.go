@@ -182,7 +182,6 @@ type psConn struct {
 	// Sharded only: told when a channel is dropped or refused, to route it
 	// again (nil otherwise).
 	reroute func()
-	restart chan struct{} // sharded: reconnect now; holds a token while asked
 
 	// cb is held from deciding a callback to making it, so that the lost
 	// that clusterBroker's router tells for a channel it takes off
@@ -212,7 +211,6 @@ func newPSConn(env *psEnv, rdb redis.UniversalClient, sharded bool, name, canary
 	return &psConn{
 		env: env, rdb: rdb, sharded: sharded, name: name, canary: canary,
 		subs: map[string]*channelSub{}, dirty: map[*channelSub]struct{}{}, wake: make(chan struct{}, 1),
-		restart: make(chan struct{}, 1),
 	}
 }
 
@@ -290,9 +288,6 @@ func (c *psConn) run(ctx context.Context) {
 		if c.reroute != nil {
 			c.reroute() // a master that failed may have been replaced
 		}
-		if errors.Is(err, errRestart) {
-			continue // asked for (its channels or its canary were routed elsewhere)
-		}
 		if errors.Is(err, errServed) {
 			backoff = 50 * time.Millisecond // it worked for a while: retry at once
 		}
@@ -312,9 +307,6 @@ var errRedisDown = errors.New("redis")
 
 // errServed wraps the error that ended a connection that had been working.
 var errServed = errors.New("connection was up")
-
-// errRestart ends a connection that was asked to start again.
-var errRestart = errors.New("pub/sub connection restarted")
 
 // serve uses one Redis connection until it fails or ctx ends; it always
 // closes it. Every call on it carries a context that lets it dial once.
@@ -358,8 +350,6 @@ func (c *psConn) serve(ctx context.Context) error {
 			if err := c.reconcile(ctx, ps, false); err != nil {
 				return err
 			}
-		case <-c.restart:
-			return errRestart
 		}
 	}
 }
