@@ -30,14 +30,18 @@ func (s *Server) api() *echo.Echo {
 		s.serveStream(c.Response(), c.Request(), c.Param("jobId"))
 		return nil
 	})
-	e.GET("/api/reports/:jobId", s.handleSnapshot)
-	e.GET("/api/reports/:jobId/report", s.handleReport)
+	// HEAD is GET without the body (net/http drops what the handler
+	// writes), so health checks and curl -I get GET's status and headers.
+	// The stream has none: what it would answer is decided by opening it.
+	getOrHead := []string{http.MethodGet, http.MethodHead}
+	e.Match(getOrHead, "/api/reports/:jobId", s.handleSnapshot)
+	e.Match(getOrHead, "/api/reports/:jobId/report", s.handleReport)
 	if s.cfg.PublishAuth != nil {
 		e.POST("/api/reports/:jobId/events", s.handlePublish)
 	}
-	e.GET("/healthz", s.handleHealth)
-	e.GET("/readyz", s.handleReady)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})))
+	e.Match(getOrHead, "/healthz", s.handleHealth)
+	e.Match(getOrHead, "/readyz", s.handleReady)
+	e.Match(getOrHead, "/metrics", echo.WrapHandler(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})))
 	return e
 }
 

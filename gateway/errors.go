@@ -69,12 +69,11 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if ae.challenge != "" {
 		h.Set("WWW-Authenticate", ae.challenge)
 	}
-	if r.Method == http.MethodHead {
-		w.WriteHeader(ae.Status)
-		return
-	}
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(ae.Status)
+	if r.Method == http.MethodHead {
+		return // the headers GET would have
+	}
 	_ = json.NewEncoder(w).Encode(ae)
 }
 

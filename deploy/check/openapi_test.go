@@ -666,7 +666,7 @@ func checkExchange(doc *openapi3.T, router routers.Router, x exchange, seen map[
 	if resp.Description != nil {
 		desc = *resp.Description
 	}
-	if strings.HasPrefix(x.respHead.Get("Content-Type"), "application/json") && x.status >= 400 {
+	if strings.HasPrefix(x.respHead.Get("Content-Type"), "application/json") && x.status >= 400 && x.method != http.MethodHead {
 		var e struct{ Code string }
 		if err := json.Unmarshal(x.body, &e); err != nil {
 			return fmt.Errorf("error body: %v", err)
@@ -836,6 +836,22 @@ func recordExchanges(t *testing.T) []exchange {
 	get("readyz", base+"/readyz", nil, requestValid, 200)
 	get("readyz redis down", broken+"/readyz", nil, requestValid, 503)
 	get("metrics", base+"/metrics", nil, requestValid, 200)
+
+	head := func(name, u string, status int) {
+		t.Helper()
+		add(name, http.MethodHead, u, nil, nil, requestValid, status)
+		if x := xs[len(xs)-1]; len(x.body) > 0 {
+			t.Fatalf("%s: HEAD %s answered a body: %.100s", name, u, x.body)
+		}
+	}
+	head("HEAD snapshot", base+"/api/reports/oa-done?includeReport=true", 200)
+	head("HEAD snapshot unknown job", base+"/api/reports/oa-nobody", 404)
+	head("HEAD report", base+"/api/reports/oa-done/report", 200)
+	head("HEAD report of a job without one", base+"/api/reports/oa-bare/report", 404)
+	head("HEAD healthz", base+"/healthz", 200)
+	head("HEAD readyz", base+"/readyz", 200)
+	head("HEAD readyz redis down", broken+"/readyz", 503)
+	head("HEAD metrics", base+"/metrics", 200)
 
 	s := func(job, query string) string { return base + "/api/reports/" + job + "/stream" + query }
 	get("stream bad job id", s("bad!id", ""), es, requestInvalid, 400)
