@@ -9,7 +9,7 @@ import (
 
 // accessLog writes one info line per request once its handler returns:
 // method, path (never the query, where access tokens travel), status,
-// duration in milliseconds, bytes written through the ResponseWriter, the
+// duration in milliseconds, bytes of body sent (none for HEAD), the
 // remote address, and whether the connection was taken over (a stream's
 // line is then written at the hand-off; the stream's own end is logged at
 // debug as "stream closed").
@@ -24,6 +24,9 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		status := rec.status
 		if status == 0 {
 			status = http.StatusOK
+		}
+		if r.Method == http.MethodHead {
+			rec.bytes = 0 // net/http dropped what the handler wrote
 		}
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("method", r.Method),

@@ -154,6 +154,14 @@ func (s *Server) handleReport(c echo.Context) error {
 	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && (inm == "*" || strings.Contains(inm, etag)) {
 		return c.NoContent(http.StatusNotModified)
 	}
+	if c.Request().Method == http.MethodHead {
+		// GET's headers, without compressing a body nobody reads.
+		if acceptsGzip(c.Request()) {
+			h.Set("Content-Encoding", "gzip")
+		}
+		h.Set("Content-Type", "application/json")
+		return c.NoContent(http.StatusOK)
+	}
 	if acceptsGzip(c.Request()) {
 		var b bytes.Buffer
 		zw := gzip.NewWriter(&b)

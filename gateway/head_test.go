@@ -25,11 +25,14 @@ func TestHeadIsGetWithoutBody(t *testing.T) {
 	if _, err := job.Complete(ctx, "r-1", json.RawMessage(`{"rows":3}`)); err != nil {
 		t.Fatal(err)
 	}
-	do := func(method, path string) (*http.Response, string) {
+	do := func(method, path string, header ...string) (*http.Response, string) {
 		t.Helper()
 		req, err := http.NewRequest(method, g.URL+path, nil)
 		if err != nil {
 			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -61,6 +64,26 @@ func TestHeadIsGetWithoutBody(t *testing.T) {
 			t.Errorf("GET %s: no body", path)
 		}
 	}
+	// Asked for gzip, the report's HEAD says so as GET does (an explicit
+	// Accept-Encoding keeps the client from decoding, and the header).
+	gz := []string{"Accept-Encoding", "gzip"}
+	get, _ := do(http.MethodGet, "/api/reports/head-job/report", gz...)
+	head, headBody := do(http.MethodHead, "/api/reports/head-job/report", gz...)
+	for _, h := range []string{"Content-Encoding", "Content-Type", "Vary", "ETag"} {
+		if head.Header.Get(h) != get.Header.Get(h) {
+			t.Errorf("HEAD of the report with gzip: %s %q; GET says %q", h, head.Header.Get(h), get.Header.Get(h))
+		}
+	}
+	if get.Header.Get("Content-Encoding") != "gzip" || headBody != "" {
+		t.Errorf("report with gzip: GET Content-Encoding %q, HEAD body %q", get.Header.Get("Content-Encoding"), headBody)
+	}
+	// The access log counts the body sent: none.
+	for _, line := range strings.Split(g.logs.String(), "\n") {
+		if strings.Contains(line, "method=HEAD") && strings.Contains(line, "msg=request") && !strings.Contains(line, " bytes=0 ") {
+			t.Errorf("a HEAD's access log counts bytes it never sent: %s", line)
+		}
+	}
+
 	resp, body := do(http.MethodHead, "/api/reports/head-job/stream")
 	if resp.StatusCode != http.StatusMethodNotAllowed || !strings.Contains(resp.Header.Get("Allow"), http.MethodGet) {
 		t.Errorf("HEAD on the stream: %d, Allow %q, %q; want 405 and Allow: GET", resp.StatusCode, resp.Header.Get("Allow"), body)

@@ -837,21 +837,31 @@ func recordExchanges(t *testing.T) []exchange {
 	get("readyz redis down", broken+"/readyz", nil, requestValid, 503)
 	get("metrics", base+"/metrics", nil, requestValid, 200)
 
-	head := func(name, u string, status int) {
+	head := func(name, u string, h http.Header, want requestWant, status int) {
 		t.Helper()
-		add(name, http.MethodHead, u, nil, nil, requestValid, status)
+		add(name, http.MethodHead, u, h, nil, want, status)
 		if x := xs[len(xs)-1]; len(x.body) > 0 {
 			t.Fatalf("%s: HEAD %s answered a body: %.100s", name, u, x.body)
 		}
 	}
-	head("HEAD snapshot", base+"/api/reports/oa-done?includeReport=true", 200)
-	head("HEAD snapshot unknown job", base+"/api/reports/oa-nobody", 404)
-	head("HEAD report", base+"/api/reports/oa-done/report", 200)
-	head("HEAD report of a job without one", base+"/api/reports/oa-bare/report", 404)
-	head("HEAD healthz", base+"/healthz", 200)
-	head("HEAD readyz", base+"/readyz", 200)
-	head("HEAD readyz redis down", broken+"/readyz", 503)
-	head("HEAD metrics", base+"/metrics", 200)
+	head("HEAD snapshot", base+"/api/reports/oa-done?includeReport=true", nil, requestValid, 200)
+	head("HEAD snapshot unknown job", base+"/api/reports/oa-nobody", nil, requestValid, 404)
+	head("HEAD snapshot bad job id", base+"/api/reports/bad!id", nil, requestInvalid, 400)
+	head("HEAD snapshot redis down", broken+"/api/reports/oa-done", nil, requestValid, 503)
+	head("HEAD report", base+"/api/reports/oa-done/report", nil, requestValid, 200)
+	head("HEAD report gzipped", base+"/api/reports/oa-done/report", http.Header{"Accept-Encoding": {"gzip"}}, requestValid, 200)
+	if x := xs[len(xs)-1]; x.respHead.Get("Content-Encoding") != "gzip" || x.respHead.Get("ETag") != etag {
+		t.Fatalf("HEAD of the report with gzip: %v; want GET's Content-Encoding and ETag %s", x.respHead, etag)
+	}
+	head("HEAD report not modified", base+"/api/reports/oa-done/report", http.Header{"If-None-Match": {etag}}, requestValid, 304)
+	head("HEAD report of a job without one", base+"/api/reports/oa-bare/report", nil, requestValid, 404)
+	head("HEAD report running job", base+"/api/reports/oa-running/report", nil, requestValid, 409)
+	head("HEAD report bad job id", base+"/api/reports/bad!id/report", nil, requestInvalid, 400)
+	head("HEAD report redis down", broken+"/api/reports/oa-done/report", nil, requestValid, 503)
+	head("HEAD healthz", base+"/healthz", nil, requestValid, 200)
+	head("HEAD readyz", base+"/readyz", nil, requestValid, 200)
+	head("HEAD readyz redis down", broken+"/readyz", nil, requestValid, 503)
+	head("HEAD metrics", base+"/metrics", nil, requestValid, 200)
 
 	s := func(job, query string) string { return base + "/api/reports/" + job + "/stream" + query }
 	get("stream bad job id", s("bad!id", ""), es, requestInvalid, 400)
@@ -901,6 +911,10 @@ func recordExchanges(t *testing.T) []exchange {
 	get("stream without token", auth+"/api/reports/oa-done/stream", es, requestValid, 401)
 	get("stream with a token for another job", auth+"/api/reports/oa-done/stream", bearer(other, "Accept", "text/event-stream"), requestValid, 403)
 	get("stream with access_token", auth+"/api/reports/oa-done/stream?access_token="+watch, es, requestValid, 200)
+	head("HEAD snapshot without token", auth+"/api/reports/oa-running", nil, requestValid, 401)
+	head("HEAD snapshot with a token for another job", auth+"/api/reports/oa-running", bearer(other), requestValid, 403)
+	head("HEAD report without token", auth+"/api/reports/oa-done/report", nil, requestValid, 401)
+	head("HEAD report with a token for another job", auth+"/api/reports/oa-done/report", bearer(other), requestValid, 403)
 
 	// Publishing over HTTP.
 	pubTok := mint(t, publisherSecret, time.Hour, nil, []string{"oa-pub*"})
@@ -1052,7 +1066,7 @@ func do(t *testing.T, ctx context.Context, name, method, u string, h http.Header
 	if err != nil {
 		t.Fatalf("%s: read: %v", name, err)
 	}
-	if resp.Header.Get("Content-Encoding") == "gzip" {
+	if resp.Header.Get("Content-Encoding") == "gzip" && method != http.MethodHead {
 		zr, err := gzip.NewReader(bytes.NewReader(b))
 		if err != nil {
 			t.Fatalf("%s: gzip: %v", name, err)
