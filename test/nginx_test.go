@@ -87,8 +87,8 @@ func TestNginxConfShape(t *testing.T) {
 	}
 	if f := regexp.MustCompile(`(?s)log_format ssegate (.*?);`).FindStringSubmatch(conf); f == nil {
 		t.Error("deploy/nginx.conf defines no `log_format ssegate`")
-	} else if v := regexp.MustCompile(`\$(request|request_uri|args|query_string|arg_\w+)\b`).FindString(f[1]); v != "" {
-		t.Errorf("log_format ssegate logs %s, which holds the query string and with it an access token", v)
+	} else if v := regexp.MustCompile(`\$(request|request_uri|args|query_string|arg_\w+|http_referer)\b`).FindString(f[1]); v != "" {
+		t.Errorf("log_format ssegate logs %s, which can hold a query string and with it an access token", v)
 	}
 	if regexp.MustCompile(`proxy_next_upstream[ \t][^;]*\b(off|non_idempotent)\b`).MatchString(conf) {
 		t.Error("proxy_next_upstream: off turns a stopped gateway into a 502 that ends an EventSource for good; non_idempotent would retry POSTs (a publish twice)")

@@ -25,10 +25,11 @@ import (
 // TestRedisOverTLS runs the gateway and ssepub against a real redis-server
 // that speaks TLS on the port they are given (rediss://), with a
 // certificate from a CA the test makes. Trusting that CA through
-// SSL_CERT_FILE (where Go on Linux looks for extra roots; a managed
-// Redis's public CA needs nothing), the gateway becomes ready and streams a
-// job's snapshot and a progress event ssepub published over TLS. A gateway
-// that does not trust the CA stays unready and logs why.
+// SSL_CERT_FILE (Go on Linux reads it in place of its bundle file, and
+// still reads /etc/ssl/certs; a managed Redis's public CA needs nothing),
+// the gateway becomes ready and streams a job's snapshot and a progress
+// event ssepub published over TLS. A gateway that does not trust the CA
+// stays unready and logs why.
 func TestRedisOverTLS(t *testing.T) {
 	t.Parallel()
 	if redistest.Binary() == "" {

@@ -122,17 +122,20 @@ func Render(conf string, upstreams []string, listen string) (string, error) {
 	return conf, nil
 }
 
-var accessLogRE = regexp.MustCompile(`(?m)^([ \t]*)access_log[ \t]+\S+((?:[ \t]+[^;#]*)?);`)
+var accessLogRE = regexp.MustCompile(`(?m)^([ \t]*)access_log[ \t]+(\S+?)((?:[ \t]+[^;#]*)?);`)
 
 // withTestLogs points each access_log directive of site at dir/site-access.log
 // (keeping its format) and adds the test's own log (see Access) beside it:
 // a directive in a server block replaces the http-level ones, the test's
-// among them.
+// among them. `access_log off;` becomes the test's log alone.
 func withTestLogs(site, dir string) string {
 	return accessLogRE.ReplaceAllStringFunc(site, func(d string) string {
 		m := accessLogRE.FindStringSubmatch(d)
-		return m[1] + "access_log " + filepath.Join(dir, "site-access.log") + m[2] + ";\n" +
-			m[1] + "access_log " + filepath.Join(dir, "access.log") + " ssegate_test;"
+		test := m[1] + "access_log " + filepath.Join(dir, "access.log") + " ssegate_test;"
+		if m[2] == "off" {
+			return test
+		}
+		return m[1] + "access_log " + filepath.Join(dir, "site-access.log") + m[3] + ";\n" + test
 	})
 }
 
