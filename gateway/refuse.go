@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ssegate/ssegate/pkg/event"
@@ -68,18 +70,35 @@ func (sr *streamRequest) refuse(reason string) error {
 
 // refusedBackoff is the retry hint of a stream refused at a connection
 // limit: the base Retry while few are refused, growing with the refusals
-// of the last second (Retry × refusals/2, at most a minute), so that
+// of about the last second (Retry × refusals/2, at most a minute), so that
 // clients refused at once come back spread out: a thousand refused clients
 // settle at about 1,500 returns a minute instead of 15,000 at the base.
 func (s *Server) refusedBackoff() time.Duration {
-	now := time.Now().Unix()
-	if s.refusedSecond.Load() != now {
-		s.refusedSecond.Store(now)
-		s.refusedCount.Store(0)
-	}
-	n := s.refusedCount.Add(1)
+	n := int64(s.refused.add(time.Now()))
 	d := s.cfg.Retry * time.Duration(max(1, n/2))
 	return min(d, max(time.Minute, s.cfg.Retry))
+}
+
+// refusalRate counts refusals with a count that decays by e each second:
+// at a steady rate it settles at the refusals per second, and after a
+// burst it holds the burst, then fades, with no turn of a clock second to
+// restart it. Refusals are rare next to streams, so a mutex is cheap.
+type refusalRate struct {
+	mu sync.Mutex
+	at time.Time // the last refusal
+	n  float64
+}
+
+// add counts one refusal at now and returns the decayed count.
+func (r *refusalRate) add(now time.Time) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if dt := now.Sub(r.at); !r.at.IsZero() && dt > 0 {
+		r.n *= math.Exp(-dt.Seconds())
+	}
+	r.at = now
+	r.n++
+	return r.n
 }
 
 // redisFailed counts a failed Redis read and refuses the stream as transient.

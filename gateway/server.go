@@ -45,22 +45,18 @@ type Server struct {
 	handler   http.Handler // everything, the stream route and Use's middleware included
 	retryHint []byte
 
-	active atomic.Int64 // admitted streams, for MaxConnections
-	ips    ipCounts     // admitted streams by client address, for MaxConnectionsPerIP
-	// refusedSecond and refusedCount count the limit refusals of the
-	// current second (see refusedBackoff); a race at the turn of a second
-	// only blurs the count.
-	refusedSecond atomic.Int64
-	refusedCount  atomic.Int64
-	serving       atomic.Bool            //
-	streams       sync.WaitGroup         // admitted streams, until their end ran
-	connsMu       sync.Mutex             // guards conns
-	conns         map[*connSink]struct{} // streams taken over from net/http, to close at a forced shutdown
-	watcher       *closeWatcher          // notices closed taken-over connections; nil: readers do
-	readers       sync.WaitGroup         // reader goroutines watching connections without the watcher
-	certs         *certReloader          // the TLS certificate; nil: no TLS
-	beats         beatClock              // every stream's heartbeat and timeout
-	finished      finishedReads          // finished jobs' history reads, shared by their resumes
+	active   atomic.Int64           // admitted streams, for MaxConnections
+	ips      ipCounts               // admitted streams by client address, for MaxConnectionsPerIP
+	refused  refusalRate            // limit refusals of about the last second (see refusedBackoff)
+	serving  atomic.Bool            //
+	streams  sync.WaitGroup         // admitted streams, until their end ran
+	connsMu  sync.Mutex             // guards conns
+	conns    map[*connSink]struct{} // streams taken over from net/http, to close at a forced shutdown
+	watcher  *closeWatcher          // notices closed taken-over connections; nil: readers do
+	readers  sync.WaitGroup         // reader goroutines watching connections without the watcher
+	certs    *certReloader          // the TLS certificate; nil: no TLS
+	beats    beatClock              // every stream's heartbeat and timeout
+	finished finishedReads          // finished jobs' history reads, shared by their resumes
 
 	// hookTakenOver, when set (by tests), runs right after a stream's
 	// connection is taken over from net/http.
