@@ -4,15 +4,16 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ssegate/ssegate/pkg/protocol"
 )
 
 // A finished job's history changes no more (the publish script refuses
-// events after the terminal one), so the resumes of a finished job that
-// come within shareFor of each other share one read of it, each from its
-// own Last-Event-ID: a pod that dies with clients of finished jobs (a
+// events after the terminal one), so the resumes of a finished job share
+// one read of it, each from its own Last-Event-ID, until none has used it
+// for shareFor (no maxShare: with no tail to grow, a read does not age): a pod that dies with clients of finished jobs (a
 // client that dropped before the terminal event) sends them to the others
 // at once. A read serves the resumes from its own point or later ones; one
 // from an earlier point reads on its own, and later ones share that.
@@ -26,6 +27,7 @@ type finishedReads struct {
 type finishedRead struct {
 	from protocol.ID
 	done chan struct{}
+	used atomic.Int64 // when a resume last used it, in Unix nanoseconds
 
 	// Set before done is closed; read-only after.
 	history []historyEntry
@@ -68,6 +70,7 @@ func (s *Server) finishedHistory(ctx context.Context, job string, from protocol.
 	}
 	if h, found, more, ok := r.serve(from); ok {
 		if !own {
+			r.used.Store(time.Now().UnixNano())
 			s.metrics.startReads.WithLabelValues("shared").Inc()
 		}
 		return h, found, more, nil
@@ -82,8 +85,8 @@ func (s *Server) finishedHistory(ctx context.Context, job string, from protocol.
 }
 
 // readFinished makes r's read, not bounded by the request that makes it
-// (the others wait for it too) but by the store's timeout, and keeps r for
-// shareFor.
+// (the others wait for it too) but by the store's timeout, and keeps r
+// until no resume has used it for shareFor.
 func (s *Server) readFinished(job string, r *finishedRead) {
 	entries, found, err := s.store.after(context.Background(), job, r.from)
 	r.err = err
@@ -106,7 +109,16 @@ func (s *Server) readFinished(job string, r *finishedRead) {
 		drop()
 		return
 	}
-	time.AfterFunc(shareFor, drop)
+	r.used.Store(time.Now().UnixNano())
+	var expire func()
+	expire = func() {
+		if idle := time.Since(time.Unix(0, r.used.Load())); idle < shareFor {
+			time.AfterFunc(shareFor-idle, expire)
+			return
+		}
+		drop()
+	}
+	time.AfterFunc(shareFor, expire)
 }
 
 // serve returns the history after from out of r, from at or after r.from.
