@@ -174,7 +174,7 @@ func TestFinishedJobReadKeptWhileUsed(t *testing.T) {
 	one := 0 // what the first resume costs
 	for i := range 5 {
 		if i > 0 {
-			time.Sleep(600 * time.Millisecond)
+			time.Sleep(400 * time.Millisecond)
 		}
 		s := streamtest.Open(t, []string{g.streamURL("done-slow")}, from)
 		if err := s.WaitDone(t); err != nil {
@@ -186,6 +186,6 @@ func TestFinishedJobReadKeptWhileUsed(t *testing.T) {
 		}
 	}
 	if reads := e.commandCalls("xrange"); reads != one {
-		t.Errorf("5 resumes 600 ms apart cost %d XRANGE, the first alone %d: the others did not share its read", reads, one)
+		t.Errorf("5 resumes 400 ms apart cost %d XRANGE, the first alone %d: the others did not share its read", reads, one)
 	}
 }
