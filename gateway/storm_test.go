@@ -99,6 +99,21 @@ func newStormEnv(t *testing.T) (*env, *gw) {
 	return e, e.gateway(testConfig())
 }
 
+// finishedJob publishes a job of events progress steps and its completion,
+// and returns its history.
+func (e *env) finishedJob(name string, events int) []redis.XMessage {
+	e.t.Helper()
+	ok := must(e.t)
+	ctx := context.Background()
+	job := e.pub.Job(name)
+	ok(job.Register(ctx))
+	for s := 1; s <= events; s++ {
+		ok(job.Progress(ctx, publisher.Step{Step: s, Total: events}))
+	}
+	ok(job.Complete(ctx, "r", nil))
+	return e.history(name)
+}
+
 // after returns the entries of history after the one with ID id, failing
 // the test if there is none with it.
 func after(t *testing.T, history []redis.XMessage, id string) []redis.XMessage {
@@ -118,16 +133,8 @@ func after(t *testing.T, history []redis.XMessage, id string) []redis.XMessage {
 // still gets exactly what it missed, its end included, once.
 func TestReconnectStormFinishedJob(t *testing.T) {
 	e, g := newStormEnv(t)
-	ok := must(t)
-	ctx := context.Background()
-	job := e.pub.Job("done")
-	ok(job.Register(ctx))
-	const events, clients = 60, 300
-	for s := 1; s <= events; s++ {
-		ok(job.Progress(ctx, publisher.Step{Step: s, Total: events}))
-	}
-	ok(job.Complete(ctx, "r", nil))
-	want := e.history("done")
+	const clients = 300
+	want := e.finishedJob("done", 60)
 	resumeFrom := []string{want[10].ID, want[30].ID, want[50].ID}
 	e.redis.Do(t, "CONFIG", "RESETSTAT")
 
@@ -160,15 +167,7 @@ func TestReconnectStormFinishedJob(t *testing.T) {
 // the read expired a second after it was made.
 func TestFinishedJobReadKeptWhileUsed(t *testing.T) {
 	e, g := newStormEnv(t)
-	ok := must(t)
-	ctx := context.Background()
-	job := e.pub.Job("done-slow")
-	ok(job.Register(ctx))
-	for s := 1; s <= 10; s++ {
-		ok(job.Progress(ctx, publisher.Step{Step: s, Total: 10}))
-	}
-	ok(job.Complete(ctx, "r", nil))
-	want := e.history("done-slow")
+	want := e.finishedJob("done-slow", 10)
 	from := want[3].ID
 	e.redis.Do(t, "CONFIG", "RESETSTAT")
 	one := 0 // what the first resume costs
